@@ -1,0 +1,1 @@
+"""The `layerchain` command: the composition root that wires ledger, api, miner and driver."""

@@ -1,0 +1,3 @@
+from layerchain.cli import app
+
+app()

@@ -1,0 +1,26 @@
+"""`layerchain`: one console script; each package contributes its subcommands from `commands.py`.
+
+Register a new subcommand with one line below. The CLI turns `LedgerError`s into a one-line
+message and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from ledger import commands as ledger_commands
+
+app = typer.Typer(
+    name="layerchain",
+    help="Proof-of-compute ledger for distributed neural-network training.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command("keygen")(ledger_commands.keygen)
+
+
+@app.callback()
+def main() -> None:
+    """Proof-of-compute ledger for distributed neural-network training."""
