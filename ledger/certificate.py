@@ -56,7 +56,8 @@ class CommitCertificate:
     @classmethod
     def from_dict(cls, raw: Any) -> CommitCertificate:
         try:
-            sigs = tuple(sorted((str(s["validator"]), str(s["signature"])) for s in raw["signatures"]))
+            pairs = ((str(s["validator"]), str(s["signature"])) for s in raw["signatures"])
+            sigs = tuple(sorted(pairs))
             height, view, block_hash = raw["height"], raw["view"], raw["block_hash"]
         except (KeyError, TypeError) as exc:
             raise InvalidBlock(f"malformed commit certificate: {exc}") from exc

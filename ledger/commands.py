@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -10,7 +11,7 @@ from ledger.identity import Keypair
 
 
 def keygen(
-    out: Path = typer.Argument(..., help="Where to write the PEM (PKCS#8) private key."),
+    out: Annotated[Path, typer.Argument(help="Where to write the PEM (PKCS#8) private key.")],
 ) -> None:
     """Create an Ed25519 key pair; print its address (the public key in hex)."""
     if out.exists():

@@ -13,7 +13,7 @@ from typing import Any
 
 from ledger.errors import EncodingError
 
-#: Prefix of every signed message; a signature over layerchain bytes can never verify as anything else.
+#: Prefix of every signed message: layerchain signatures never verify as anything else.
 SIGNING_DOMAIN = "layerchain/v1"
 
 #: JSON integers beyond this magnitude lose precision in common JSON parsers (JavaScript), so they
@@ -46,7 +46,7 @@ def _normalise(value: Any, path: str) -> Any:
 
 
 def canonical_json(value: Any) -> bytes:
-    """Encode `value` canonically: sorted keys, no whitespace, UTF-8, integers only, bytes as hex."""
+    """Canonical bytes of `value`: sorted keys, no whitespace, UTF-8, ints only, bytes as hex."""
     return json.dumps(
         _normalise(value, "$"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
     ).encode("utf-8")

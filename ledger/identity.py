@@ -1,4 +1,4 @@
-"""Ed25519 identities: every validator, miner and client is a key pair; its address is the public key.
+"""Ed25519 identities: every validator, miner and client is a key pair; address = public key.
 
 An address is the 32-byte raw Ed25519 public key as 64 lowercase hex characters, so anyone can
 check a signature from the address alone, with no registry of keys.

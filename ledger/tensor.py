@@ -103,7 +103,7 @@ class Tensor:
     def from_bytes(
         cls, blob: bytes, expected_hash: str | None = None, max_elements: int = DEFAULT_MAX_ELEMENTS
     ) -> Tensor:
-        """Parse the wire format, refusing anything malformed, oversized or not matching its hash."""
+        """Parse the wire format; refuse anything malformed, oversized or not matching its hash."""
         if not blob.startswith(WIRE_MAGIC):
             raise TensorError("not a layerchain tensor: missing the LCT1 magic line")
         end = blob.find(b"\n", len(WIRE_MAGIC), len(WIRE_MAGIC) + 256)
