@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import typer
 
+from api import commands as api_commands
 from ledger import commands as ledger_commands
 
 app = typer.Typer(
@@ -19,6 +20,8 @@ app = typer.Typer(
 )
 
 app.command("keygen")(ledger_commands.keygen)
+app.command("testnet")(api_commands.testnet)
+app.command("node")(api_commands.node)
 
 
 @app.callback()

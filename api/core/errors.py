@@ -1,0 +1,109 @@
+"""One place that turns errors into HTTP answers: a 4xx JSON body that says what was wrong.
+
+Every error body has the same shape, `{"detail": "<what was wrong>", "error": "<kind>"}`, so
+clients (miner, driver, explorer) can show it as is. A `LedgerError` raised anywhere in a route
+is bad input by construction (the ledger raises them only for what it was given), so it maps to a
+4xx here rather than to a 500; a 5xx is always a bug.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from ledger.errors import (
+    EncodingError,
+    GenesisError,
+    IdentityError,
+    InvalidBlock,
+    InvalidTransaction,
+    KernelError,
+    LedgerError,
+    StoreError,
+    TensorError,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    """What every 4xx answer carries."""
+
+    detail: str
+    """Human-readable reason, written for whoever sent the request."""
+    error: str
+    """Kind of error: the exception class name, or `http`/`validation`."""
+
+
+#: Most specific first: the first class an error is an instance of decides the status.
+_STATUS: list[tuple[type[LedgerError], int]] = [
+    (TensorError, 422),
+    (InvalidTransaction, 422),
+    (EncodingError, 400),
+    (IdentityError, 422),
+    (KernelError, 422),
+    (InvalidBlock, 422),
+    (GenesisError, 422),
+    (StoreError, 503),
+]
+
+
+class PayloadTooLarge(HTTPException):
+    """A request body over the configured limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(413, f"request body of {size} bytes exceeds the limit of {limit} bytes")
+
+
+def status_for(exc: LedgerError) -> int:
+    for cls, status in _STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400
+
+
+def error_response(status: int, detail: str, kind: str) -> JSONResponse:
+    return JSONResponse(
+        status_code=status, content=ErrorBody(detail=detail, error=kind).model_dump()
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error the `ErrorBody` shape."""
+
+    @app.exception_handler(LedgerError)
+    async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
+        return error_response(status_for(exc), str(exc) or type(exc).__name__, type(exc).__name__)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        response = error_response(exc.status_code, str(exc.detail), "http")
+        if exc.headers:
+            response.headers.update(exc.headers)
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        return error_response(422, "; ".join(parts) or "invalid request", "validation")
+
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    async def starlette_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return error_response(exc.status_code, str(exc.detail), "http")
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorBody, "description": "Malformed request"},
+    404: {"model": ErrorBody, "description": "Not found"},
+    413: {"model": ErrorBody, "description": "Body too large"},
+    422: {"model": ErrorBody, "description": "Invalid input"},
+}
