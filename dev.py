@@ -3,6 +3,7 @@
 
     python3 dev.py devnet   create .venv, install layerchain, start a local testnet and train
     python3 dev.py test     create .venv, install layerchain with dev tools, run ruff, mypy, pytest
+    python3 dev.py train    create .venv, install layerchain, train locally on digits (exact kernels)
 
 Extra arguments after the command are passed on (to `layerchain devnet` or to pytest).
 """
@@ -52,6 +53,9 @@ def main() -> None:
         run(BIN / "ruff", "check", ".")
         run(BIN / "mypy")
         run(BIN / "python", "-m", "pytest", "-q", *rest)
+    elif command == "train":
+        ensure_venv("")
+        run(BIN / "layerchain", "train", *(rest or ["--local", "--dataset", "digits"]))
     else:
         ensure_venv("")
         run(BIN / "layerchain", command, *rest)

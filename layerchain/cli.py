@@ -9,6 +9,7 @@ from __future__ import annotations
 import typer
 
 from api import commands as api_commands
+from driver import commands as driver_commands
 from ledger import commands as ledger_commands
 
 app = typer.Typer(
@@ -20,6 +21,7 @@ app = typer.Typer(
 )
 
 app.command("keygen")(ledger_commands.keygen)
+app.command("train")(driver_commands.train)
 app.command("testnet")(api_commands.testnet)
 app.command("node")(api_commands.node)
 
