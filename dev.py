@@ -3,7 +3,7 @@
 
     python3 dev.py devnet   create .venv, install layerchain, start a local testnet and train
     python3 dev.py test     create .venv, install layerchain with dev tools, run ruff, mypy, pytest
-    python3 dev.py train    create .venv, install layerchain, train locally on digits (exact kernels)
+    python3 dev.py train    create .venv, install layerchain, train on digits with local kernels
 
 Extra arguments after the command are passed on (to `layerchain devnet` or to pytest).
 """
