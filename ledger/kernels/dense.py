@@ -23,6 +23,7 @@ from ledger.kernels.exact import (
     round_bound,
     round_shift,
 )
+from ledger.tensor import MAX_FRAC_BITS
 
 
 def _matrix(meta: TensorMeta, op: str, name: str) -> tuple[int, int]:
@@ -55,7 +56,7 @@ def _forward_shapes(
     act = Activation(params)
     raw = x.frac_bits + w.frac_bits
     bias_shift = _shift(op, "frac_bits of b", b.frac_bits, raw)
-    out_frac = params.int("out_frac", 0, raw)
+    out_frac = params.int("out_frac", 0, min(raw, MAX_FRAC_BITS))
     params.done()
     return act, n, k, m, raw, bias_shift, out_frac
 
@@ -104,10 +105,10 @@ def _backward_shapes(
         w = named["w"]
         if w.shape != (k, m):
             raise KernelError(f"{op}: w must have shape ({k}, {m}), got {w.shape}")
-        dx_frac = params.int("dx_frac", 0, da.frac_bits + w.frac_bits)
+        dx_frac = params.int("dx_frac", 0, min(da.frac_bits + w.frac_bits, MAX_FRAC_BITS))
         dx_shift = da.frac_bits + w.frac_bits - dx_frac
         outs.append(out_meta((n, k), dx_frac, op))
-    dw_frac = params.int("dw_frac", 0, x.frac_bits + da.frac_bits)
+    dw_frac = params.int("dw_frac", 0, min(x.frac_bits + da.frac_bits, MAX_FRAC_BITS))
     dw_shift = x.frac_bits + da.frac_bits - dw_frac
     outs.append(out_meta((k, m), dw_frac, op))
     outs.append(out_meta((m,), da.frac_bits, op))
