@@ -1,0 +1,424 @@
+"""The state machine: run a block's transactions in order, then its deadlines, deterministically.
+
+    result = apply_block(state, block, executor)
+
+runs every tx (each yields a receipt; a stateful failure changes nothing but the nonce), then the
+end-of-block step (phase deadlines, settlement, audits; `ledger.settlement`), then chains the state
+root over the block's canonical diff. Nothing here reads a clock or the network: the outcome is a
+function of the state, the block and the tensors, identical on every validator.
+
+Changes go to an overlay (`BlockContext`) and are merged into the state only when the whole block
+executed, so an exception (a missing tensor, say) leaves the state exactly as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ledger import kernels, settlement
+from ledger.blocks import Block
+from ledger.encoding import canonical_json
+from ledger.errors import InvalidBlock, KernelError
+from ledger.executor import Executor, NoExecutor
+from ledger.merkle import merkle_root
+from ledger.receipts import Receipt, failure, success
+from ledger.state import (
+    EXPIRED,
+    FAILED,
+    OPEN,
+    REVEALING,
+    SETTLED,
+    WAITING,
+    Account,
+    Job,
+    MinerStats,
+    Run,
+    State,
+    next_root,
+)
+from ledger.transactions import (
+    CHECKPOINT,
+    COMMIT_RESULT,
+    POST_JOB,
+    REVEAL_RESULT,
+    SUBMIT_RESULT,
+    TRANSFER,
+    Tx,
+    commitment,
+)
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """What executing a block produced; the store persists all of it with the block."""
+
+    height: int
+    block_hash: str
+    receipts: tuple[Receipt, ...]
+    diff: dict[str, Any]
+    """Final values of every record the block wrote (PROTOCOL.md §6.4)."""
+    diff_json: str
+    """canonical_json(diff) as text: exactly the bytes the state root hashes."""
+    state_root: str
+    """Root after this block; the next header's app_hash."""
+    reexecuted: tuple[str, ...]
+    """Ids of the jobs re-executed in this block (disputes and audits)."""
+
+
+class BlockContext:
+    """Copy-on-write view of the state during one block.
+
+    `x(...)` accessors return a record for writing (copied into the overlay on first use, so it
+    ends up in the diff); `peek_x(...)` read without marking anything written.
+    """
+
+    def __init__(self, state: State, block: Block, executor: Executor) -> None:
+        self.state = state
+        self.params = state.genesis.params
+        self.height = block.header.height
+        self.block_hash = block.header.hash
+        self.executor = executor
+        self.accounts: dict[str, Account] = {}
+        self.jobs: dict[str, Job] = {}
+        self.miners: dict[str, MinerStats] = {}
+        self.runs: dict[str, Run] = {}
+        self.checkpoints: list[dict[str, Any]] = []
+        self.new_dependents: dict[str, set[str]] = {}
+        self.reexecuted: list[str] = []
+
+    # -- accounts
+    def account(self, address: str) -> Account:
+        acc = self.accounts.get(address)
+        if acc is None:
+            base = self.state.accounts.get(address)
+            acc = base.copy() if base else Account()
+            self.accounts[address] = acc
+        return acc
+
+    def peek_account(self, address: str) -> Account | None:
+        return self.accounts.get(address) or self.state.accounts.get(address)
+
+    # -- jobs
+    def job(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            job = self.state.jobs[job_id].copy()
+            self.jobs[job_id] = job
+        return job
+
+    def peek_job(self, job_id: str) -> Job | None:
+        return self.jobs.get(job_id) or self.state.jobs.get(job_id)
+
+    def add_job(self, job: Job) -> None:
+        self.jobs[job.id] = job
+        if job.status == WAITING:
+            for parent in job.input_jobs():
+                self.new_dependents.setdefault(parent, set()).add(job.id)
+
+    def dependents_of(self, job_id: str) -> list[str]:
+        """Waiting jobs reading `job_id`'s outputs, in a canonical (sorted) order."""
+        ids = self.state.dependents.get(job_id, set()) | self.new_dependents.get(job_id, set())
+        return sorted(ids)
+
+    # -- miners and runs
+    def miner(self, address: str) -> MinerStats:
+        stats = self.miners.get(address)
+        if stats is None:
+            base = self.state.miners.get(address)
+            stats = base.copy() if base else MinerStats()
+            self.miners[address] = stats
+        return stats
+
+    def peek_run(self, name: str) -> Run | None:
+        return self.runs.get(name) or self.state.runs.get(name)
+
+    def run(self, name: str) -> Run:
+        run = self.runs.get(name)
+        if run is None:
+            run = self.state.runs[name].copy()
+            self.runs[name] = run
+        return run
+
+    # -- the result
+    def diff(self, receipts: list[Receipt]) -> dict[str, Any]:
+        return {
+            "height": self.height,
+            "accounts": {a: acc.to_dict() for a, acc in self.accounts.items()},
+            "jobs": {j: job.to_dict() for j, job in self.jobs.items()},
+            "miners": {m: s.to_dict() for m, s in self.miners.items()},
+            "runs": {r: run.to_dict() for r, run in self.runs.items()},
+            "checkpoints": self.checkpoints,
+            "receipts_root": merkle_root([r.hash for r in receipts]),
+        }
+
+    def merge(self, root: str) -> None:
+        """Make the overlay the state (called once the block fully executed)."""
+        state = self.state
+        state.accounts.update(self.accounts)
+        state.miners.update(self.miners)
+        state.runs.update(self.runs)
+        state.schedule.pop(self.height, None)
+        for job in self.jobs.values():
+            state.jobs[job.id] = job
+            if job.status != WAITING:
+                for parent in job.input_jobs():
+                    waiting = state.dependents.get(parent)
+                    if waiting is not None:
+                        waiting.discard(job.id)
+                        if not waiting:
+                            del state.dependents[parent]
+            state.index_job(job)
+        state.height = self.height
+        state.root = root
+        state.block_hash = self.block_hash
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+def _transfer(ctx: BlockContext, tx: Tx) -> Receipt:
+    amount = tx.body["amount"]
+    sender = ctx.account(tx.sender)
+    if sender.balance < amount:
+        return failure(
+            tx.hash, "insufficient_funds", f"balance {sender.balance} is below amount {amount}"
+        )
+    sender.balance -= amount
+    ctx.account(tx.body["to"]).balance += amount
+    return success(tx.hash)
+
+
+def _post_job(ctx: BlockContext, tx: Tx) -> Receipt:
+    body = tx.body
+    if body["kernel_version"] != kernels.KERNEL_VERSION:
+        return failure(
+            tx.hash,
+            "unsupported_kernel_version",
+            f"kernel version {body['kernel_version']!r}; "
+            f"this chain runs {kernels.KERNEL_VERSION!r}",
+        )
+    metas: list[kernels.TensorMeta] = []
+    waiting = False
+    for i, ref in enumerate(body["inputs"]):
+        if "tensor" in ref:
+            metas.append(kernels.TensorMeta(ref["dtype"], tuple(ref["shape"]), ref["frac_bits"]))
+            continue
+        parent = ctx.peek_job(ref["job"])
+        if parent is None or ref["output"] >= len(parent.output_metas):
+            return failure(
+                tx.hash, "unknown_input", f"input {i} names job output {ref['job']}:{ref['output']}"
+            )
+        if parent.status in (EXPIRED, FAILED):
+            return failure(tx.hash, "input_failed", f"input {i}: job {ref['job']} {parent.status}")
+        if parent.status != SETTLED:
+            waiting = True
+        meta = parent.output_metas[ref["output"]]
+        metas.append(kernels.TensorMeta(meta["dtype"], tuple(meta["shape"]), meta["frac_bits"]))
+    try:
+        spec = kernels.infer(body["op"], body["params"], metas)
+    except KernelError as exc:
+        return failure(tx.hash, "invalid_job", str(exc))
+    limit = ctx.params.max_tensor_elements
+    for meta in list(metas) + list(spec.outputs):
+        if meta.size > limit:
+            return failure(
+                tx.hash,
+                "invalid_job",
+                f"a tensor of {meta.size} elements exceeds the limit {limit}",
+            )
+    if spec.macs > ctx.params.max_job_macs:
+        return failure(
+            tx.hash,
+            "invalid_job",
+            f"job needs {spec.macs} multiply-accumulates; the limit is {ctx.params.max_job_macs}",
+        )
+    poster = ctx.account(tx.sender)
+    if poster.balance < body["reward"]:
+        return failure(
+            tx.hash,
+            "insufficient_funds",
+            f"balance {poster.balance} is below the reward {body['reward']} to escrow",
+        )
+    poster.balance -= body["reward"]
+    job = Job(
+        id=tx.hash,
+        poster=tx.sender,
+        op=body["op"],
+        kernel_version=body["kernel_version"],
+        inputs=[dict(ref) for ref in body["inputs"]],
+        params=dict(body["params"]),
+        replication=body["replication"],
+        reward=body["reward"],
+        deadline=body["deadline"],
+        output_metas=[
+            {"dtype": m.dtype, "shape": list(m.shape), "frac_bits": m.frac_bits}
+            for m in spec.outputs
+        ],
+        macs=spec.macs,
+        posted_height=ctx.height,
+        run=body.get("run"),
+        label=body.get("label"),
+    )
+    ctx.add_job(job)
+    if not waiting:
+        settlement.open_job(ctx, job)
+    return success(tx.hash)
+
+
+def _commit(ctx: BlockContext, tx: Tx) -> Receipt:
+    job_id, value = tx.body["job_id"], tx.body["commitment"]
+    job = ctx.peek_job(job_id)
+    if job is None:
+        return failure(tx.hash, "unknown_job", f"no job {job_id}")
+    if job.status != OPEN:
+        return failure(tx.hash, "job_not_open", f"job {job_id[:16]}… is {job.status}")
+    if tx.sender in job.commits:
+        return failure(tx.hash, "already_committed", "this miner already committed to this job")
+    if value in job.commits.values():
+        return failure(
+            tx.hash, "duplicate_commitment", "another miner already committed exactly this value"
+        )
+    job = ctx.job(job_id)
+    job.commits[tx.sender] = value
+    if len(job.commits) >= job.replication:
+        settlement.close_commit_phase(ctx, job)
+    return success(tx.hash)
+
+
+def _reveal(ctx: BlockContext, tx: Tx) -> Receipt:
+    job_id, outputs, salt = tx.body["job_id"], tx.body["outputs"], tx.body["salt"]
+    job = ctx.peek_job(job_id)
+    if job is None:
+        return failure(tx.hash, "unknown_job", f"no job {job_id}")
+    if job.status == OPEN:
+        return failure(tx.hash, "commit_phase_open", "the commit phase of this job is still open")
+    if job.status != REVEALING:
+        return failure(tx.hash, "not_revealing", f"job {job_id[:16]}… is {job.status}")
+    if tx.sender not in job.commits:
+        return failure(tx.hash, "not_committed", "this miner has no commitment for this job")
+    if tx.sender in job.reveals:
+        return failure(tx.hash, "already_revealed", "this miner already revealed for this job")
+    if len(outputs) != len(job.output_metas):
+        return failure(
+            tx.hash,
+            "wrong_output_count",
+            f"{len(outputs)} outputs revealed; the job produces {len(job.output_metas)}",
+        )
+    if commitment(job_id, tx.sender, outputs, salt) != job.commits[tx.sender]:
+        return failure(
+            tx.hash, "commitment_mismatch", "outputs and salt do not match the commitment"
+        )
+    job = ctx.job(job_id)
+    job.reveals[tx.sender] = list(outputs)
+    if len(job.reveals) == len(job.commits):
+        settlement.resolve(ctx, job)
+    return success(tx.hash)
+
+
+def _submit(ctx: BlockContext, tx: Tx) -> Receipt:
+    job_id, outputs = tx.body["job_id"], tx.body["outputs"]
+    job = ctx.peek_job(job_id)
+    if job is None:
+        return failure(tx.hash, "unknown_job", f"no job {job_id}")
+    if job.replication != 1:
+        return failure(
+            tx.hash,
+            "not_single_replication",
+            f"job has replication {job.replication}: use commit_result then reveal_result",
+        )
+    if job.status != OPEN:
+        return failure(tx.hash, "job_not_open", f"job {job_id[:16]}… is {job.status}")
+    if len(outputs) != len(job.output_metas):
+        return failure(
+            tx.hash,
+            "wrong_output_count",
+            f"{len(outputs)} outputs submitted; the job produces {len(job.output_metas)}",
+        )
+    job = ctx.job(job_id)
+    job.reveals[tx.sender] = list(outputs)
+    job.closed_height = ctx.height
+    settlement.resolve(ctx, job)
+    return success(tx.hash)
+
+
+def _checkpoint(ctx: BlockContext, tx: Tx) -> Receipt:
+    body = tx.body
+    name, epoch = body["run"], body["epoch"]
+    existing = ctx.peek_run(name)
+    if existing is not None:
+        if existing.owner != tx.sender:
+            return failure(tx.hash, "not_run_owner", f"run {name!r} belongs to another account")
+        if epoch <= existing.last_epoch:
+            return failure(
+                tx.hash, "stale_epoch", f"epoch {epoch} is not after {existing.last_epoch}"
+            )
+        run = ctx.run(name)
+    else:
+        run = Run(owner=tx.sender, created_height=ctx.height)
+        ctx.runs[name] = run
+    run.last_epoch = epoch
+    run.last_model_hash = body["model_hash"]
+    run.n_checkpoints += 1
+    ctx.checkpoints.append(
+        {
+            "run": name,
+            "epoch": epoch,
+            "model_hash": body["model_hash"],
+            "metrics": dict(body["metrics"]),
+            "sender": tx.sender,
+            "tx_hash": tx.hash,
+            "height": ctx.height,
+        }
+    )
+    return success(tx.hash)
+
+
+_HANDLERS: dict[str, Callable[[BlockContext, Tx], Receipt]] = {
+    TRANSFER: _transfer,
+    POST_JOB: _post_job,
+    COMMIT_RESULT: _commit,
+    REVEAL_RESULT: _reveal,
+    SUBMIT_RESULT: _submit,
+    CHECKPOINT: _checkpoint,
+}
+
+
+def apply_tx(ctx: BlockContext, tx: Tx) -> Receipt:
+    """Execute one (statelessly valid) tx. A wrong nonce changes nothing; any other stateful
+    failure still consumes the nonce, so the same tx can never succeed later as a replay."""
+    peek = ctx.peek_account(tx.sender)
+    expected = peek.nonce if peek else 0
+    if tx.nonce != expected:
+        return failure(tx.hash, "bad_nonce", f"nonce {tx.nonce}; the sender's next is {expected}")
+    ctx.account(tx.sender).nonce += 1
+    return _HANDLERS[tx.type](ctx, tx)
+
+
+def apply_block(state: State, block: Block, executor: Executor | None = None) -> BlockResult:
+    """Execute `block` on `state` (which it must directly follow) and advance the state.
+
+    The block must already have passed `validate_block`. On any exception the state is unchanged.
+    """
+    header = block.header
+    if header.height != state.height + 1:
+        raise InvalidBlock(f"block {header.height} does not follow executed height {state.height}")
+    if header.app_hash != state.root:
+        raise InvalidBlock(f"block {header.height}: app_hash is not the state root it follows")
+    ctx = BlockContext(state, block, executor or NoExecutor())
+    receipts = [apply_tx(ctx, tx) for tx in block.txs]
+    settlement.end_block(ctx)
+    diff = ctx.diff(receipts)
+    diff_bytes = canonical_json(diff)
+    root = next_root(state.root, diff_bytes)
+    ctx.merge(root)
+    return BlockResult(
+        height=header.height,
+        block_hash=header.hash,
+        receipts=tuple(receipts),
+        diff=diff,
+        diff_json=diff_bytes.decode("utf-8"),
+        state_root=root,
+        reexecuted=tuple(ctx.reexecuted),
+    )
