@@ -88,7 +88,7 @@ def execute(op: str, params: dict[str, Any], inputs: Sequence[Tensor]) -> list[T
             raise KernelError(f"{op} input {i}: expected Tensor, got {type(tensor).__name__}")
     metas = [TensorMeta.of_tensor(t) for t in inputs]
     spec = infer(op, params, metas)
-    arrays = [t.data.astype(np.int64) for t in inputs]
+    arrays = [t.data.astype(np.int64, copy=False) for t in inputs]  # read-only: ops never write
     results = exec_fn(op, Params(op, params), metas, arrays)
     outputs = [
         Tensor(np.ascontiguousarray(arr, dtype=np.int64), meta.frac_bits)

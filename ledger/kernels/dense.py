@@ -76,10 +76,12 @@ def dense_forward(
     shift = raw - out_frac
     bias_bound = max_abs(b) << bias_shift
     check_int64(round_bound(bound + bias_bound, shift), f"{op} bias and rounding")
-    if bias_bound:
-        acc += np.left_shift(b, bias_shift)[np.newaxis, :]
-    z = round_shift(acc, shift)
-    return [act.forward(z, f"{op} activation")]
+    # round_shift(acc + (b << bias_shift), shift), fused into one in-place pass over acc
+    offset = np.left_shift(b, bias_shift) + np.int64((1 << (shift - 1)) if shift else 0)
+    acc += offset[np.newaxis, :]
+    if shift:
+        np.right_shift(acc, shift, out=acc)
+    return [act.forward(acc, f"{op} activation")]
 
 
 # --- dense_backward and dense_backward_params ----------------------------------------------------
