@@ -1,12 +1,14 @@
-"""`layerchain` subcommands that need only the ledger: keys, and (later) verify and reindex."""
+"""`layerchain` subcommands that need only the ledger: keygen, verify and reindex."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ledger.errors import LedgerError
 from ledger.identity import Keypair
 
 
@@ -20,3 +22,80 @@ def keygen(
     key = Keypair.generate()
     key.save(out)
     typer.echo(key.address)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def verify(
+    ledger: Annotated[str, typer.Argument(help="Ledger database: a file path or SQLAlchemy URL.")],
+    genesis: Annotated[
+        Path | None,
+        typer.Option(help="Trusted genesis.json; checked against the one stored in the ledger."),
+    ] = None,
+    reexecute: Annotated[
+        bool, typer.Option(help="Re-execute every settled job from the tensors (needs --tensors).")
+    ] = False,
+    tensors: Annotated[
+        Path | None, typer.Option(help="Tensor store directory, to recompute re-executed jobs.")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Audit a ledger offline: hash links, tx roots, signatures, certificates, full replay.
+
+    Exits 1 and names the first bad height if anything is wrong.
+    """
+    from ledger.genesis import Genesis
+    from ledger.store import Store
+    from ledger.tensorstore import TensorStore
+    from ledger.verify import verify_ledger
+
+    if reexecute and tensors is None:
+        raise _fail("--reexecute needs --tensors DIR (the jobs' input tensors)")
+    if "://" not in ledger and not Path(ledger).is_file():
+        raise _fail(f"{ledger} does not exist")
+    try:
+        trusted = Genesis.load(genesis) if genesis is not None else None
+        store = Store(ledger, create=False)
+        report = verify_ledger(
+            store,
+            genesis=trusted,
+            tensors=TensorStore(tensors) if tensors is not None else None,
+            reexecute=reexecute,
+        )
+        store.close()
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    if json_output:
+        typer.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
+    else:
+        typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def reindex(
+    ledger: Annotated[str, typer.Argument(help="Ledger database: a file path or SQLAlchemy URL.")],
+    tensors: Annotated[
+        Path | None, typer.Option(help="Tensor store directory, to recompute re-executed jobs.")
+    ] = None,
+) -> None:
+    """Rebuild the state tables (accounts, jobs, results, miners, runs) from the ledger tables."""
+    from ledger.store import Store
+    from ledger.tensorstore import TensorStore
+    from ledger.verify import reindex as run_reindex
+
+    if "://" not in ledger and not Path(ledger).is_file():
+        raise _fail(f"{ledger} does not exist")
+    try:
+        store = Store.open(ledger)
+        report = run_reindex(store, tensors=TensorStore(tensors) if tensors is not None else None)
+        store.close()
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(
+        f"reindexed {report.blocks} blocks in {report.seconds:.2f} s; "
+        f"state root {report.state_root}"
+    )

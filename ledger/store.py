@@ -114,6 +114,8 @@ class StoredBlock:
     receipts: tuple[Receipt, ...]
     certificate: CommitCertificate | None
     diff_json: str | None
+    problem: str | None = None
+    """Set when a stored row could not even be parsed (verify reports it at this height)."""
 
 
 def _header_from_row(row: Any) -> BlockHeader:
@@ -172,14 +174,18 @@ def _job_from_row(row: Any) -> Job:
 class Store:
     """A node's ledger database. Thread-safe for one writer and many readers."""
 
-    def __init__(self, url: str) -> None:
-        """Open (creating the schema if needed) the database at `url` (path or SQLAlchemy URL)."""
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Open the database at `url` (path or SQLAlchemy URL), creating the schema if needed.
+
+        With `create=False` nothing is written (an auditor opening someone else's ledger).
+        """
         self.url = database_url(url)
         try:
             self.engine = make_engine(self.url)
-            with self.engine.begin() as conn:
-                schema.metadata.create_all(conn)
-                schema.install_append_only_triggers(conn)
+            if create:
+                with self.engine.begin() as conn:
+                    schema.metadata.create_all(conn)
+                    schema.install_append_only_triggers(conn)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open ledger database {self.url}: {exc}") from exc
         self._genesis: Genesis | None = None
@@ -227,10 +233,13 @@ class Store:
     def genesis(self) -> Genesis:
         """The genesis recorded in the database."""
         if self._genesis is None:
-            with self.engine.connect() as conn:
-                row = conn.execute(
-                    select(schema.meta.c.value).where(schema.meta.c.key == "genesis")
-                ).first()
+            try:
+                with self.engine.connect() as conn:
+                    row = conn.execute(
+                        select(schema.meta.c.value).where(schema.meta.c.key == "genesis")
+                    ).first()
+            except SQLAlchemyError as exc:
+                raise StoreError(f"{self.url} is not a layerchain ledger: {exc}") from exc
             if row is None:
                 raise StoreError(f"{self.url} holds no genesis: not an initialised ledger")
             try:
@@ -462,9 +471,9 @@ class Store:
             ).all()
             cert_rows = conn.execute(select(c).where(c.c.height.between(lo, hi))).all()
             diff_rows = conn.execute(select(d).where(d.c.height.between(lo, hi))).all()
-        txs_by: dict[int, list[Tx]] = {}
+        txs_by: dict[int, list[Any]] = {}
         for row in tx_rows:
-            txs_by.setdefault(row.height, []).append(_tx_from_row(row))
+            txs_by.setdefault(row.height, []).append(row)
         receipts_by: dict[int, list[Receipt]] = {}
         for row in receipt_rows:
             receipts_by.setdefault(row.height, []).append(_receipt_from_row(row))
@@ -472,14 +481,22 @@ class Store:
         diffs = {row.height: row.diff for row in diff_rows}
         for row in block_rows:
             h = row.height
-            cert = _cert_from_row(certs[h]) if h in certs else None
+            problem = None
+            txs: tuple[Tx, ...] = ()
+            cert = None
+            try:
+                txs = tuple(_tx_from_row(r) for r in txs_by.get(h, []))
+                cert = _cert_from_row(certs[h]) if h in certs else None
+            except (InvalidTransaction, InvalidBlock) as exc:
+                problem = f"a stored row cannot be parsed: {exc}"
             yield StoredBlock(
-                block=Block(_header_from_row(row), tuple(txs_by.get(h, []))),
+                block=Block(_header_from_row(row), txs),
                 stored_hash=row.hash,
                 state_root=row.state_root,
                 receipts=tuple(receipts_by.get(h, [])),
                 certificate=cert,
                 diff_json=diffs.get(h),
+                problem=problem,
             )
 
     def block_heights(self) -> list[int]:
