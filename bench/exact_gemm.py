@@ -1,14 +1,14 @@
 """Benchmark: the exact dense forward kernel against numpy float64 and float32 matmul.
 
-    .venv/bin/python bench/exact_gemm.py [--repeats N]
+    .venv/bin/python -m bench.exact_gemm [--repeats N]
 
 For each shape N x K x M it times, in one process and on the same integer-valued data,
 `execute("dense_forward", ...)` (identity activation, bias, one rounding shift: the whole kernel,
 including range checks, conversions, int64 accumulation and the output tensor) and a bare
 `np.matmul` in float64 and float32, and prints the exact kernel's throughput as a fraction of each
 (ratio = t_float / t_exact; 1.0 means as fast). Inputs are at the training scales (activations
-2^12, weights 2^20), which fit one K chunk; the `chunked` row uses magnitudes that force the
-kernel to split K in two, its data-dependent slow path.
+2^12, weights 2^20), which fit one float64 GEMM; the `limb split` row uses magnitudes whose sums
+exceed 2^53, so the kernel splits an operand into limbs (its data-dependent slow path).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ SHAPES = [
     ("1024^3", 1024, 1024, 1024, 16, 21),
     ("2048^3", 2048, 2048, 2048, 16, 21),
     ("layer 128x784x256", 128, 784, 256, 16, 21),
-    ("1024^3 chunked (2 K chunks)", 1024, 1024, 1024, 22, 22),
+    ("1024^3 limb split (x 2^30)", 1024, 1024, 1024, 30, 22),
 ]
 
 

@@ -2,7 +2,7 @@
 
 Run by test_kernels_determinism.py under different BLAS thread counts and OpenBLAS core types;
 every configuration must print the same hashes. The jobs are large enough that OpenBLAS uses
-its multi-threaded and architecture-specific code paths, and one forces K-chunking.
+its multi-threaded and architecture-specific code paths, and one forces the limb split.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def jobs() -> list[tuple[str, dict[str, object], list[Tensor]]]:
     b = Tensor(_ints(3, (160,), 1 << 20), 20)
     a = Tensor(_ints(4, (192, 160), 1 << 14), 12)
     da = Tensor(_ints(5, (192, 160), 1 << 16), 16)
-    big_x = Tensor(_ints(6, (96, 256), 1 << 26), 0)
-    big_w = Tensor(_ints(7, (256, 64), 1 << 26), 0)  # 2^52 per product: K chunks of 2
+    big_x = Tensor(_ints(6, (96, 256), 1 << 28), 0)
+    big_w = Tensor(_ints(7, (256, 64), 1 << 26), 0)  # 2^62 over K: split into limbs
     leaky = {"act": "leaky_relu", "slope_num": 1, "slope_shift": 4}
     return [
         ("dense_forward", {"act": "relu", "out_frac": 12}, [x, w, b]),

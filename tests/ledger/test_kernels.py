@@ -219,27 +219,44 @@ def test_backward_params_summed_over_shards_equal_unsharded() -> None:
 # --- exact-range boundaries (hypothesis) ---------------------------------------------------------
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
-    mx=st.integers(1, 1 << 53),
+    bits=st.integers(0, 62),
     k=st.integers(1, 40),
-    n=st.integers(1, 4),
-    m=st.integers(1, 4),
+    n=st.integers(1, 3),
+    m=st.integers(1, 3),
     seed=st.integers(0, 2**32 - 1),
 )
-def test_largest_allowed_magnitudes_are_exact(mx: int, k: int, n: int, m: int, seed: int) -> None:
-    """max|x| * max|w| up to 2^53 (K chunks of one product) equals Python-int arithmetic."""
-    mw = (1 << 53) // mx
+def test_largest_allowed_magnitudes_are_exact(bits: int, k: int, n: int, m: int, seed: int) -> None:
+    """Up to K * max|x| * max|w| = 2^63 - 1 (products far beyond 2^53) equals Python ints;
+    one more unit of max|w| is refused."""
+    mx = min(1 << bits, INT64_MAX // k)
+    mw = INT64_MAX // (k * mx)  # the largest allowed
     rng = np.random.default_rng(seed)
     xs = rng.integers(-mx, mx, (n, k), endpoint=True)
     ws = rng.integers(-mw, mw, (k, m), endpoint=True)
-    xs[0, 0], ws[0, 0] = -mx, mw  # both maxima present
-    x, w = T(xs, 0), T(ws, 0)
+    xs[0, :], ws[:, 0] = -mx, mw  # the extreme sum is reached exactly in one output element
+    x, w, zero = T(xs, 0), T(ws, 0), T(np.zeros(m), 0)
     params = {"act": "identity", "out_frac": 0}
-    (a,) = execute("dense_forward", params, [x, w, T(np.zeros(m), 0)])
-    assert rows(a) == ref_dense_forward(x, w, T(np.zeros(m), 0), params)
-    with pytest.raises(ExactRangeError, match="2\\^53"):
-        execute("dense_forward", params, [x, T(ws * 0 + (mw + 1), 0), T(np.zeros(m), 0)])
+    (a,) = execute("dense_forward", params, [x, w, zero])
+    assert rows(a) == ref_dense_forward(x, w, zero, params)
+    assert int(a.data[0, 0]) == -k * mx * mw
+    with pytest.raises(ExactRangeError, match="2\\^63"):
+        execute("dense_forward", params, [x, T(np.full((k, m), mw + 1), 0), zero])
+
+
+def test_limb_split_matches_reference_where_floats_would_round() -> None:
+    """Magnitudes whose products exceed 2^53: plain float64 matmul is wrong, the kernel is not."""
+    rng = np.random.default_rng(11)
+    xs = rng.integers(-(1 << 30), 1 << 30, (4, 64), endpoint=True)
+    ws = rng.integers(-(1 << 26), 1 << 26, (64, 5), endpoint=True)
+    x, w, zero = T(xs, 0), T(ws, 0), T(np.zeros(5), 0)
+    params = {"act": "identity", "out_frac": 0}
+    (a,) = execute("dense_forward", params, [x, w, zero])
+    reference = ref_dense_forward(x, w, zero, params)
+    assert rows(a) == reference
+    floats = (xs.astype(np.float64) @ ws.astype(np.float64)).astype(np.int64)
+    assert floats.tolist() != reference
 
 
 @settings(max_examples=25, deadline=None)
