@@ -19,7 +19,6 @@ from typing import Any
 
 from ledger import kernels, settlement
 from ledger.blocks import Block
-from ledger.encoding import canonical_json
 from ledger.errors import InvalidBlock, KernelError
 from ledger.executor import Executor, NoExecutor
 from ledger.merkle import merkle_root
@@ -48,6 +47,7 @@ from ledger.transactions import (
     Tx,
     commitment,
 )
+from ledger.trusted_json import trusted_canonical_json
 
 
 @dataclass(frozen=True)
@@ -410,7 +410,7 @@ def apply_block(state: State, block: Block, executor: Executor | None = None) ->
     receipts = [apply_tx(ctx, tx) for tx in block.txs]
     settlement.end_block(ctx)
     diff = ctx.diff(receipts)
-    diff_bytes = canonical_json(diff)
+    diff_bytes = trusted_canonical_json(diff)
     root = next_root(state.root, diff_bytes)
     ctx.merge(root)
     return BlockResult(

@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.encoding import digest
+from ledger.encoding import sha256_hex
 from ledger.errors import StoreError
+from ledger.trusted_json import trusted_canonical_json
 
 OK = "ok"
 #: Every failure code, with what it means (PROTOCOL.md §5.4).
@@ -61,7 +62,8 @@ class Receipt:
 
     @property
     def hash(self) -> str:
-        return digest(self.to_dict())
+        """digest(receipt): all four fields are plain strings and a bool."""
+        return sha256_hex(trusted_canonical_json(self.to_dict()))
 
 
 def success(tx_hash: str) -> Receipt:

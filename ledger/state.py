@@ -17,8 +17,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ledger.encoding import digest, sha256_hex
-from ledger.errors import StoreError
+from ledger.encoding import MAX_SAFE_INT, digest, sha256_hex
+from ledger.errors import GenesisError, StoreError
 from ledger.genesis import Genesis
 
 # Job statuses (PROTOCOL.md §5.5).
@@ -241,6 +241,11 @@ class State:
     """
 
     def __init__(self, genesis: Genesis) -> None:
+        supply = sum(genesis.balances.values())
+        if supply > MAX_SAFE_INT:
+            # Credits only move, are escrowed or burned, so no balance can ever exceed the genesis
+            # supply: bounding it here keeps every balance inside the canonical integer range.
+            raise GenesisError(f"genesis balances total {supply}, above {MAX_SAFE_INT}")
         self.genesis = genesis
         self.height = 0
         """Height of the last executed block."""

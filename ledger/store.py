@@ -39,6 +39,7 @@ from ledger.genesis import Genesis
 from ledger.receipts import Receipt
 from ledger.state import Account, Job, MinerStats, Run, State, initial_root
 from ledger.transactions import Tx
+from ledger.trusted_json import trusted_canonical_json
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 1000
@@ -791,7 +792,7 @@ def write_projection(conn: Connection, diff: dict[str, Any]) -> None:
                 "settled_height": rec["settled_height"],
                 "settlement": rec["settlement"],
                 "updated_height": h,
-                "record": canonical_json(rec).decode(),
+                "record": trusted_canonical_json(rec).decode(),
             }
         )
         for miner in sorted(set(rec["commits"]) | set(rec["reveals"])):

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from ledger.encoding import canonical_json, digest, sha256_hex, signing_bytes
+from ledger.encoding import SIGNING_DOMAIN, canonical_json, digest, sha256_hex
 from ledger.errors import EncodingError, InvalidTransaction
 from ledger.genesis import Params
 from ledger.identity import Keypair, verify_raw
 from ledger.tensor import ALLOWED_DTYPES, MAX_FRAC_BITS, MAX_NDIM, Tensor
+from ledger.trusted_json import trusted_canonical_json
 
 TX_KIND = "tx"
 
@@ -223,7 +224,11 @@ class Tx:
 
     @cached_property
     def encoded_envelope(self) -> bytes:
-        return canonical_json(self.envelope())
+        """canonical_json(envelope). Only a post_job's free-form params need the full type walk;
+        every other field was type- and range-checked by `from_dict`."""
+        if self.type == POST_JOB:
+            canonical_json(self.body["params"])  # raises EncodingError for floats etc.
+        return trusted_canonical_json(self.envelope())
 
     @cached_property
     def hash(self) -> str:
@@ -233,7 +238,7 @@ class Tx:
     @cached_property
     def body_json(self) -> str:
         """Canonical JSON text of the body (how the store keeps it)."""
-        return canonical_json(self.body).decode("utf-8")
+        return trusted_canonical_json(self.body).decode("utf-8")
 
     @property
     def size(self) -> int:
@@ -289,9 +294,21 @@ class Tx:
         return tx
 
 
+def tx_signing_bytes(tx: Tx, chain_id: str) -> bytes:
+    """signing_bytes("tx", chain_id, envelope), spliced from the already-encoded envelope.
+
+    "payload" sorts last among the four keys of the signed object, so the canonical encoding is
+    the prefix below followed by the envelope's canonical bytes (tests assert the equality).
+    """
+    prefix = trusted_canonical_json(
+        {"chain_id": chain_id, "domain": SIGNING_DOMAIN, "kind": TX_KIND}
+    )
+    return prefix[:-1] + b',"payload":' + tx.encoded_envelope + b"}"
+
+
 def check_signature(tx: Tx, chain_id: str) -> None:
     """Raise InvalidTransaction unless the signature is the sender's over this chain's tx bytes."""
-    message = signing_bytes(TX_KIND, chain_id, tx.envelope())
+    message = tx_signing_bytes(tx, chain_id)
     if not verify_raw(tx.sender, message, tx.signature):
         raise InvalidTransaction(f"transaction {tx.hash[:16]}…: signature is not the sender's")
 
