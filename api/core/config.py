@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=8 << 20, ge=1024, description="Largest JSON request body.")
     max_batch_txs: int = Field(default=1000, ge=1, description="Most txs in one POST /txs/batch.")
     mempool_limit: int = Field(default=100_000, ge=1, description="Pending txs kept at most.")
+    view_timeout_ms: int = Field(
+        default=1000, ge=50, description="Base PBFT view-change timeout (doubles on each retry)."
+    )
     tick_ms: int = Field(default=10, ge=1, description="Consensus tick period in milliseconds.")
     p2p_batch_max: int = Field(default=2000, ge=1, description="Most items in one p2p POST.")
     p2p_timeout_s: float = Field(default=2.0, gt=0, description="Timeout of one p2p request.")

@@ -1,0 +1,168 @@
+"""The consensus driver: runs the pure PBFT core (`Replica.step`) against the real world.
+
+It turns network input, client txs, clock and timers into events, and performs the actions the
+core returns, honouring the host contract of `ledger.consensus.events`:
+
+* **persist before send**: `Persist` records go to the write-ahead log; the log is fsync'd before
+  the first `Send`/`Broadcast` that follows them (one fsync per step batch, not per message);
+* timers are asyncio timer handles keyed by id (`SetTimer` replaces, `CancelTimer` stops);
+* `Commit` hands the block and certificate to the chain (stored and executed in height order),
+  then feeds `AppReady(height)` back so the core can propose or check the next height;
+* `FetchBlocks` starts a state-transfer request to a peer; the answer comes back as
+  `BlocksFetched`.
+
+Everything runs on the event loop thread, so the core is never stepped concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol
+
+from ledger.consensus.events import (
+    Broadcast,
+    CancelTimer,
+    Commit,
+    Event,
+    FetchBlocks,
+    Persist,
+    Send,
+    SetTimer,
+    TimeAdvanced,
+    TimerFired,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Core(Protocol):
+    def step(self, event: Any) -> list[Any]: ...
+
+
+class Host(Protocol):
+    """What the driver needs from the node around it."""
+
+    def persist(self, record: Any) -> None: ...
+    def flush(self) -> None: ...
+    def send(self, to: str, msg: Any) -> None: ...
+    def broadcast(self, msg: Any) -> None: ...
+    def commit(self, block: Any, certificate: Any) -> None: ...
+    def fetch_blocks(self, from_height: int, peers: tuple[str, ...]) -> None: ...
+
+
+class ConsensusDriver:
+    """Feeds events to the core and performs its actions; one instance per node."""
+
+    def __init__(self, core: Core, host: Host, now_ms: Callable[[], int] | None = None) -> None:
+        self.core = core
+        self.host = host
+        self._now_ms = now_ms or (lambda: int(time.time() * 1000))
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._queue: deque[Any] = deque()
+        self._running = False
+        self._last_ms = 0
+        self.steps = 0
+        self.last_step_monotonic = time.monotonic()
+        self.errors = 0
+
+    def feed(self, events: Iterable[Event]) -> None:
+        """Step the core with `events` (and whatever follows from them), then perform actions."""
+        self._queue.extend(events)
+        if self._running:
+            return  # re-entrant call from an action: the outer loop drains the queue
+        self._running = True
+        try:
+            first = True
+            while first or self._queue:
+                first = False
+                batch = list(self._queue)
+                self._queue.clear()
+                self._step_batch(batch)
+        finally:
+            self._running = False
+
+    def perform(self, actions: list[Any]) -> None:
+        """Perform actions the host obtained from the core outside `step` (e.g. `start()`)."""
+        if self._running:
+            self._perform(actions)
+            return
+        self._running = True
+        try:
+            self._perform(actions)
+        finally:
+            self._running = False
+        self.feed([])
+
+    def _step_batch(self, events: list[Any]) -> None:
+        now = self._now_ms()
+        actions: list[Any] = []
+        if now > self._last_ms:
+            self._last_ms = now
+            actions.extend(self._safe_step(TimeAdvanced(now)))
+        for event in events:
+            actions.extend(self._safe_step(event))
+        self.steps += len(events)
+        self.last_step_monotonic = time.monotonic()
+        self._perform(actions)
+
+    def _safe_step(self, event: Any) -> list[Any]:
+        try:
+            return list(self.core.step(event))
+        except Exception:  # a bug in the core must not kill the node's event loop
+            self.errors += 1
+            log.exception("consensus core failed on %s", type(event).__name__)
+            return []
+
+    def _perform(self, actions: list[Any]) -> None:
+        unflushed = False
+        for action in actions:
+            if isinstance(action, Persist):
+                self.host.persist(action.record)
+                unflushed = True
+                continue
+            if isinstance(action, Send | Broadcast) and unflushed:
+                self.host.flush()  # the persist-before-send contract
+                unflushed = False
+            if isinstance(action, Send):
+                self.host.send(action.to, action.msg)
+            elif isinstance(action, Broadcast):
+                self.host.broadcast(action.msg)
+            elif isinstance(action, SetTimer):
+                self._set_timer(action.timer_id, action.delay_ms)
+            elif isinstance(action, CancelTimer):
+                handle = self._timers.pop(action.timer_id, None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(action, Commit):
+                if unflushed:
+                    self.host.flush()
+                    unflushed = False
+                # The host feeds AppReady itself once the block is executed (it may have to
+                # fetch a tensor first).
+                self.host.commit(action.block, action.certificate)
+            elif isinstance(action, FetchBlocks):
+                self.host.fetch_blocks(action.from_height, tuple(action.peers))
+            else:
+                log.warning("unknown consensus action %r", action)
+        if unflushed:
+            self.host.flush()
+
+    def _set_timer(self, timer_id: str, delay_ms: int) -> None:
+        old = self._timers.pop(timer_id, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[timer_id] = loop.call_later(max(delay_ms, 0) / 1000, self._fire, timer_id)
+
+    def _fire(self, timer_id: str) -> None:
+        self._timers.pop(timer_id, None)
+        self.feed([TimerFired(timer_id)])
+
+    def cancel_all(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()

@@ -1,0 +1,629 @@
+"""One validator: the ledger, the tensor store, the consensus driver and the peer links, wired up.
+
+The node is the PBFT core's host (`api.core.driver.Host`) and its `Application`: it builds and
+checks blocks with the ledger's rules, stores and executes committed blocks in height order,
+persists what the core signs before anything is sent, moves messages between the core and the
+peers, replicates tensors, and answers the REST routes' questions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from api.core.chain import Chain, referenced_tensors
+from api.core.config import Settings
+from api.core.driver import ConsensusDriver
+from api.core.events import EventHub
+from api.core.mempool import Mempool
+from api.core.metrics import NodeMetrics
+from api.core.peers import Peers
+from api.core.wal import ConsensusWal
+from api.p2p.codec import ConsensusBlock, MessageCodec
+from ledger.certificate import CommitCertificate
+from ledger.consensus.app import OK, WAIT, Verdict, invalid
+from ledger.consensus.config import ConsensusConfig
+from ledger.consensus.events import AppReady, BlocksFetched, ClientTx, Received
+from ledger.consensus.replica import Replica
+from ledger.errors import (
+    EncodingError,
+    GenesisError,
+    InvalidTransaction,
+    LedgerError,
+    TensorError,
+)
+from ledger.execution import BlockResult
+from ledger.genesis import Genesis
+from ledger.identity import Keypair
+from ledger.tensor import Tensor
+from ledger.tensorstore import MissingTensor, TensorStore
+from ledger.transactions import Tx, check_tx
+
+log = logging.getLogger(__name__)
+
+#: A tx whose nonce is this far ahead of the sender's next nonce is refused at admission.
+MAX_NONCE_AHEAD = 10_000
+
+
+class NonceUsed(InvalidTransaction):
+    """The tx's nonce was already used by a committed tx of the same sender (answered 409)."""
+
+
+class NodeReplica(Replica):
+    """The core with the two host hooks the node needs beyond `step`.
+
+    Both only call the core's own methods; see the report of issue 5 for the public event that
+    would replace them.
+    """
+
+    def sync_to(self, height: int, peers: tuple[str, ...]) -> list[Any]:
+        """Start state transfer towards `height` (a peer told us it is there): actions."""
+        self._out = []
+        self._start_fetch(height, peers)
+        return self._take()
+
+    def _on_client_tx(self, tx_hash: str, tx: Any) -> None:
+        # While a proposal waits for the application (AppReady retries it), trying again for
+        # every arriving tx would only rescan the whole pending set: O(n^2) under load.
+        if self.waiting_app and tx_hash not in self.pending:
+            if len(self.pending) < self.cfg.max_pending_txs and not self.app.tx_committed(tx_hash):
+                self.pending[tx_hash] = tx
+                self._arm_view_timer()
+            return
+        super()._on_client_tx(tx_hash, tx)
+
+
+class Node:
+    """Everything one validator process runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.genesis = Genesis.load(settings.genesis_file)
+        self.key = Keypair.load(settings.key_file)
+        if self.key.address not in self.genesis.validator_addresses:
+            raise GenesisError(f"key {settings.key_file} is not a validator of this genesis")
+        self.name = settings.name or self.key.address[:12]
+        self.metrics = NodeMetrics()
+        self.events = EventHub()
+        self.mempool = Mempool(settings.mempool_limit)
+        self.peers = Peers(
+            self.genesis, self.key, self.metrics, settings.p2p_batch_max, settings.p2p_timeout_s
+        )
+        self.urls = {v.address: v.url for v in self.genesis.validators}
+        self.tensors = TensorStore(
+            settings.tensor_dir, max_elements=self.genesis.params.max_tensor_elements
+        )
+        self.chain = Chain(self.genesis, settings.database_url, self.tensors)
+        self.codec = MessageCodec(self.genesis.chain_id)
+        self.wal = ConsensusWal(settings.consensus_wal)
+        self.config = ConsensusConfig.from_genesis(
+            self.genesis, view_timeout_ms=settings.view_timeout_ms
+        )
+        self.replica: NodeReplica | None = None
+        self.driver: ConsensusDriver | None = None
+        self.started = time.monotonic()
+        self.halted: str | None = None
+        """Set when a committed block cannot be executed: the node stops committing."""
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[Any]] = []
+        self._commit_queue: deque[tuple[ConsensusBlock, CommitCertificate]] = deque()
+        self._blocked_on: set[str] = set()
+        self._fetching: set[str] = set()
+        self._admitted: dict[str, float] = {}
+        self._client: httpx.AsyncClient | None = None
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Rebuild the core from the WAL and the store, then start timers, peers and loops."""
+        records = [self.codec.decode_record(r) for r in self.wal.records]
+        height = self.chain.height
+        window = 2 * self.genesis.params.watermark_window + self.genesis.params.checkpoint_interval
+        hashes = {
+            r.header.height: r.hash
+            for r in self.chain.store.list_blocks(before=height + 1, limit=window)
+        }
+        self.replica = NodeReplica(
+            self.config,
+            self.key,
+            self,
+            records=records,
+            committed_height=height,
+            committed_hashes=hashes,
+        )
+        self.driver = ConsensusDriver(self.replica, self)
+        self._client = httpx.AsyncClient(timeout=self.settings.p2p_timeout_s * 2)
+        self.peers.start()
+        self._loops.append(asyncio.create_task(self._tick_loop(), name="consensus-tick"))
+        self._loops.append(asyncio.create_task(self._sync_loop(), name="state-sync"))
+        self.metrics.height.set(height)
+        self.driver.perform(self.replica.start())
+
+    async def stop(self) -> None:
+        for task in [*self._loops, *self._tasks]:
+            task.cancel()
+        for task in [*self._loops, *self._tasks]:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # shutting down: errors are moot
+                pass
+        if self.driver is not None:
+            self.driver.cancel_all()
+        await self.peers.close()
+        if self._client is not None:
+            await self._client.aclose()
+        self.wal.close()
+        self.chain.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _tick_loop(self) -> None:
+        """Keeps the core's clock moving even when no message arrives."""
+        period = self.settings.tick_ms / 1000
+        while True:
+            await asyncio.sleep(period)
+            assert self.driver is not None
+            self.driver.feed([])
+
+    async def _sync_loop(self) -> None:
+        """Catch up when peers are ahead (in height or in view) and this node is not.
+
+        The core starts state transfer by itself when it sees a stable checkpoint above its
+        head; this loop covers an idle chain (no new checkpoint coming) and a node that was
+        partitioned or restarted between checkpoints. A node left behind in an old view (it
+        crashed or was cut off during a view change) fetches the NEW-VIEW that installed its
+        peers' view and hands it to its core, which verifies it like any other.
+        """
+        last_height = -1
+        while True:
+            await asyncio.sleep(self.settings.sync_interval_s)
+            if self.peers.isolated or self.replica is None or self.driver is None:
+                continue
+            try:
+                last_height = await self._sync_once(last_height)
+            except Exception:  # the loop must survive anything a peer sends
+                log.exception("sync round failed")
+
+    async def _peer_statuses(self) -> list[tuple[int, int, str]]:
+        """(height, view, address) of every peer that answers."""
+        assert self._client is not None
+        client = self._client
+
+        async def one(address: str, url: str) -> tuple[int, int, str] | None:
+            try:
+                response = await client.get(f"{url}/p2p/status")
+                if response.status_code == 200:
+                    body = response.json()
+                    return int(body["height"]), int(body["view"]), address
+            except (httpx.HTTPError, ValueError, KeyError, TypeError):
+                pass
+            return None
+
+        answers = await asyncio.gather(*(one(a, link.url) for a, link in self.peers.links.items()))
+        return [a for a in answers if a is not None]
+
+    async def _sync_once(self, last_height: int) -> int:
+        assert self.replica is not None and self.driver is not None and self._client is not None
+        height = self.chain.height
+        stuck = height == last_height
+        peers = await self._peer_statuses()
+        ahead_in_view = [p for p in peers if p[1] > self.replica.view]
+        if len(ahead_in_view) >= self.genesis.f + 1:
+            for _, _, address in sorted(ahead_in_view, reverse=True):
+                try:
+                    response = await self._client.get(f"{self.urls[address]}/p2p/new-view")
+                    raw = response.json().get("new_view") if response.status_code == 200 else None
+                    if raw is not None:
+                        self.driver.feed([Received(self.codec.decode_message(raw))])
+                        break
+                except (httpx.HTTPError, ValueError, LedgerError):
+                    continue
+        if stuck:
+            ahead = sorted(((h, a) for h, _, a in peers if h > height), reverse=True)
+            if ahead:
+                target = ahead[0][0]
+                self.driver.perform(self.replica.sync_to(target, tuple(a for _, a in ahead)))
+        return height
+
+    # ------------------------------------------------------------------------ host (driver)
+
+    def persist(self, record: Any) -> None:
+        self.wal.append(self.codec.encode_record(record))
+
+    def flush(self) -> None:
+        self.wal.flush()
+
+    def send(self, to: str, msg: Any) -> None:
+        self.peers.send_consensus(to, self.codec.encode_message(msg))
+
+    def broadcast(self, msg: Any) -> None:
+        self.peers.broadcast_consensus(self.codec.encode_message(msg))
+
+    def commit(self, block: ConsensusBlock, certificate: CommitCertificate) -> None:
+        """Queue a committed block; blocks are executed strictly in height order."""
+        self._commit_queue.append((block, certificate))
+        self._drain_commits()
+
+    def _drain_commits(self) -> None:
+        assert self.driver is not None
+        while self._commit_queue and self.halted is None:
+            block, certificate = self._commit_queue[0]
+            if block.height <= self.chain.height:
+                self._commit_queue.popleft()
+                continue
+            started = time.perf_counter()
+            try:
+                result = self.chain.commit(block.block, certificate)
+            except MissingTensor as exc:
+                # A job of this block must be re-executed and an input is missing: fetch it,
+                # then execute the block again (the state is untouched by the failed attempt).
+                self._fetch_tensors([exc.hash], then_commit=True)
+                return
+            except LedgerError as exc:
+                self.halted = f"cannot execute committed block {block.height}: {exc}"
+                log.critical(self.halted)
+                return
+            self._commit_queue.popleft()
+            elapsed = time.perf_counter() - started
+            self._after_commit(block, result, elapsed)
+            self.driver.feed([AppReady(block.height)])
+
+    def _after_commit(self, block: ConsensusBlock, result: BlockResult, elapsed: float) -> None:
+        now = time.monotonic()
+        hashes = block.tx_hashes
+        for tx_hash in hashes:
+            admitted = self._admitted.pop(tx_hash, None)
+            if admitted is not None:
+                self.metrics.commit_latency.observe(now - admitted)
+        self.mempool.remove_committed(hashes)
+        self.metrics.block_apply.observe(elapsed)
+        self.metrics.blocks.inc()
+        self.metrics.txs_committed.inc(len(hashes))
+        self.metrics.height.set(block.height)
+        header = block.block.header
+        self._spawn(
+            self.events.publish(
+                {
+                    "height": header.height,
+                    "hash": header.hash,
+                    "time_ms": header.time_ms,
+                    "n_txs": header.n_txs,
+                    "view": header.view,
+                    "proposer": header.proposer,
+                    "state_root": result.state_root,
+                }
+            )
+        )
+
+    def fetch_blocks(self, from_height: int, peers: tuple[str, ...]) -> None:
+        self._spawn(self._fetch_blocks(from_height, peers))
+
+    async def _fetch_blocks(self, from_height: int, peers: tuple[str, ...]) -> None:
+        """State transfer: ask peers in turn for committed blocks; feed the first good answer."""
+        assert self._client is not None and self.driver is not None
+        for peer in peers:
+            url = self.urls.get(peer)
+            if not url or self.peers.isolated:
+                continue
+            try:
+                response = await self._client.get(f"{url}/p2p/blocks", params={"from": from_height})
+                if response.status_code != 200:
+                    continue
+                items = response.json()["blocks"]
+                pairs = tuple(
+                    (
+                        ConsensusBlock.from_dict(item["block"]),
+                        CommitCertificate.from_dict(item["certificate"]),
+                    )
+                    for item in items
+                )
+            except (httpx.HTTPError, ValueError, KeyError, TypeError, LedgerError) as exc:
+                log.info("state transfer from %s failed: %s", url, exc)
+                continue
+            if pairs:
+                self.metrics.state_transfers.inc(len(pairs))
+                self.driver.feed([BlocksFetched(pairs, peer)])
+                return
+
+    # ---------------------------------------------------------------- tensor replication
+
+    def _fetch_tensors(self, hashes: list[str], then_commit: bool = False) -> None:
+        todo = [h for h in hashes if h not in self._fetching]
+        if then_commit:
+            self._blocked_on.update(hashes)
+        if todo:
+            self._fetching.update(todo)
+            self._spawn(self._fetch_tensors_task(todo))
+
+    async def _fetch_tensors_task(self, hashes: list[str]) -> None:
+        """Fetch tensors by hash from peers (each checked against its hash), then retry."""
+        assert self._client is not None and self.driver is not None
+        try:
+            for tensor_hash in hashes:
+                for attempt in range(20):
+                    if self.tensors.has(tensor_hash) or await self._fetch_one(tensor_hash):
+                        break
+                    await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+        finally:
+            self._fetching.difference_update(hashes)
+        if self._blocked_on and all(self.tensors.has(h) for h in self._blocked_on):
+            self._blocked_on.clear()
+            self._drain_commits()
+        # Blocks that got WAIT for missing tensors are checked again on AppReady.
+        self.driver.feed([AppReady(self.chain.height)])
+
+    async def _fetch_one(self, tensor_hash: str) -> bool:
+        assert self._client is not None
+        for link in self.peers.reachable():
+            try:
+                response = await self._client.get(f"{link.url}/p2p/tensors/{tensor_hash}")
+            except httpx.HTTPError:
+                continue
+            if response.status_code != 200:
+                continue
+            try:
+                self.tensors.put_bytes(response.content, expected_hash=tensor_hash)
+            except TensorError as exc:
+                log.warning("peer %s served a bad tensor %s: %s", link.url, tensor_hash, exc)
+                continue
+            self.metrics.tensors_fetched.inc()
+            return True
+        return False
+
+    # ---------------------------------------------------------------------- application
+
+    def propose(
+        self,
+        height: int,
+        view: int,
+        prev_hash: str,
+        txs: Sequence[tuple[str, Any]],
+        proposer: str,
+        time_ms: int,
+    ) -> ConsensusBlock | None:
+        return self.chain.propose(
+            height,
+            view,
+            prev_hash,
+            [tx for _, tx in txs],
+            proposer,
+            time_ms,
+            lambda tx: self._admitted.get(tx.hash, 0.0),
+        )
+
+    def check(self, block: Any, view: int, proposer: str) -> Verdict:
+        if not isinstance(block, ConsensusBlock):
+            return invalid("not a ledger block")
+        if block.height != self.chain.height + 1:
+            return WAIT  # the header's app_hash can only be checked after executing the parent
+        missing = self.chain.missing_tensors(block)
+        if missing:
+            self._fetch_tensors(missing)
+            return WAIT
+        try:
+            self.chain.check(block, view, proposer)
+        except LedgerError as exc:
+            log.warning("rejecting block %s from %s: %s", block.height, proposer[:12], exc)
+            return invalid(str(exc))
+        return OK
+
+    def tx_committed(self, tx_hash: str) -> bool:
+        return self.chain.tx_committed(tx_hash)
+
+    # -------------------------------------------------------------------- txs in
+
+    def _admit(self, raw: Any, *, local: bool) -> tuple[Tx, str]:
+        """Stateless checks (form, size, signature) and the nonce pre-check; queue the tx.
+
+        Returns the tx and "accepted" / "pending" / "committed". A tx that arrives by REST must
+        name only tensors this node holds (upload them first), so no validator is ever asked to
+        vote for a block whose inputs nobody can serve.
+        """
+        tx = Tx.from_dict(raw)
+        if tx.hash in self.chain.committed:
+            return tx, "committed"
+        if tx.hash in self.mempool:
+            return tx, "pending"
+        check_tx(tx, self.genesis.chain_id, self.genesis.params)
+        self.chain.mark_verified(tx)
+        expected = self.chain.next_nonce(tx.sender)
+        if tx.nonce < expected:
+            raise NonceUsed(
+                f"nonce {tx.nonce} of {tx.sender[:16]}… is already used; its next nonce is "
+                f"{expected} (checked at admission against the committed state)"
+            )
+        if tx.nonce > expected + MAX_NONCE_AHEAD:
+            raise InvalidTransaction(
+                f"nonce {tx.nonce} is more than {MAX_NONCE_AHEAD} ahead of the sender's next "
+                f"nonce {expected}"
+            )
+        missing = [h for h in referenced_tensors(tx) if not self.tensors.has(h)]
+        if missing:
+            if local:
+                raise TensorError(
+                    f"tensor {missing[0]} named by the tx is not stored on this node; "
+                    "upload it (PUT /api/v1/tensors) before submitting the tx"
+                )
+            self._fetch_tensors(missing)
+        if not self.mempool.add(tx):
+            raise InvalidTransaction("the mempool is full; retry later")
+        self._admitted[tx.hash] = time.monotonic()
+        return tx, "accepted"
+
+    def submit_tx(self, raw: Any, source: str = "rest") -> tuple[str, str]:
+        """Admit one tx from a client, gossip it, and hand it to the core."""
+        try:
+            tx, state = self._admit(raw, local=True)
+        except LedgerError:
+            self.metrics.txs_rejected.labels(source=source).inc()
+            raise
+        if state == "accepted":
+            self.metrics.txs_accepted.labels(source=source).inc()
+            self.peers.gossip_txs([tx.to_dict()])
+            assert self.driver is not None
+            self.driver.feed([ClientTx(tx.hash, tx)])
+        return tx.hash, state
+
+    def submit_txs(self, raws: list[Any], source: str = "rest") -> list[dict[str, Any]]:
+        """Admit many txs; each gets its own verdict. One gossip batch, one core step batch."""
+        results: list[dict[str, Any]] = []
+        events: list[Any] = []
+        gossip: list[Any] = []
+        for raw in raws:
+            try:
+                tx, state = self._admit(raw, local=source != "gossip")
+            except LedgerError as exc:
+                self.metrics.txs_rejected.labels(source=source).inc()
+                tx_hash = None
+                if isinstance(raw, dict):
+                    try:
+                        tx_hash = Tx.from_dict(raw).hash
+                    except LedgerError:
+                        pass
+                results.append(
+                    {"tx_hash": tx_hash, "accepted": False, "status": "rejected", "error": str(exc)}
+                )
+                continue
+            results.append({"tx_hash": tx.hash, "accepted": True, "status": state, "error": None})
+            if state == "accepted":
+                self.metrics.txs_accepted.labels(source=source).inc()
+                events.append(ClientTx(tx.hash, tx))
+                gossip.append(tx.to_dict())
+        if gossip and source != "gossip":
+            self.peers.gossip_txs(gossip)
+        if events:
+            assert self.driver is not None
+            self.driver.feed(events)
+        return results
+
+    async def receive_batch(self, sender: str, body: bytes) -> tuple[int, int]:
+        """A peer's signed batch: decode its consensus messages, admit its txs, step the core."""
+        try:
+            raw = json.loads(body)
+            consensus_raw = raw["consensus"]
+            txs_raw = raw["txs"]
+            if raw.get("to") != self.key.address or raw.get("from") != sender:
+                raise EncodingError("the batch is addressed to another node or from another")
+            if not isinstance(consensus_raw, list) or not isinstance(txs_raw, list):
+                raise EncodingError("consensus and txs must be lists")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EncodingError(f"malformed p2p batch: {exc}") from exc
+        self.metrics.p2p_batches.inc()
+        self.metrics.p2p_received.labels(kind="consensus").inc(len(consensus_raw))
+        self.metrics.p2p_received.labels(kind="tx").inc(len(txs_raw))
+        admitted = 0
+        if txs_raw:
+            results = self.submit_txs(txs_raw, source="gossip")
+            admitted = sum(1 for r in results if r["status"] == "accepted")
+        events: list[Any] = []
+        for item in consensus_raw:
+            try:
+                events.append(Received(self.codec.decode_message(item)))
+            except LedgerError as exc:
+                log.info("dropping a malformed consensus message from %s: %s", sender[:12], exc)
+        if events:
+            assert self.driver is not None
+            self.driver.feed(events)
+        return len(events), admitted
+
+    # ----------------------------------------------------------------------- tensors
+
+    def put_tensor(self, blob: bytes, expected: str | None) -> tuple[Tensor, bool]:
+        tensor = Tensor.from_bytes(
+            blob, expected_hash=expected, max_elements=self.genesis.params.max_tensor_elements
+        )
+        created = not self.tensors.has(tensor.hash)
+        if created:
+            self.tensors.put(tensor)
+        return tensor, created
+
+    def tensor_bytes(self, tensor_hash: str) -> bytes | None:
+        try:
+            return self.tensors.get_bytes(tensor_hash)
+        except MissingTensor:
+            return None
+
+    # ------------------------------------------------------------------------ queries
+
+    def view_and_primary(self) -> tuple[int, str]:
+        if self.replica is None:
+            return 0, self.config.primary(0)
+        return self.replica.view, self.replica.primary
+
+    def status(self) -> dict[str, Any]:
+        view, primary = self.view_and_primary()
+        head = self.chain.head
+        replica = self.replica
+        return {
+            "chain_id": self.genesis.chain_id,
+            "genesis_hash": self.genesis.hash,
+            "node_name": self.name,
+            "node_address": self.key.address,
+            "height": head.height,
+            "last_block_hash": head.hash,
+            "last_block_time_ms": head.time_ms,
+            "view": view,
+            "primary": primary,
+            "mempool_txs": len(replica.pending) if replica is not None else len(self.mempool),
+            "peers_up": sum(1 for link in self.peers.reachable() if link.up),
+            "validators": self.genesis.n,
+            "syncing": bool(replica is not None and replica.fetch_target > head.height),
+            "uptime_s": int(time.monotonic() - self.started),
+        }
+
+    def health(self) -> dict[str, Any]:
+        database = self.chain.database_ok()
+        loops_alive = bool(self._loops) and all(not t.done() for t in self._loops)
+        consensus = loops_alive and self.halted is None and self.driver is not None
+        problems = []
+        if not database:
+            problems.append("the ledger database does not answer")
+        if not loops_alive:
+            problems.append("the consensus loop is not running")
+        if self.halted:
+            problems.append(self.halted)
+        return {
+            "ok": database and consensus,
+            "database": database,
+            "consensus": consensus,
+            "height": self.chain.height,
+            "detail": "; ".join(problems) or "ok",
+        }
+
+    def refresh_gauges(self) -> None:
+        view, _ = self.view_and_primary()
+        self.metrics.view.set(view)
+        self.metrics.height.set(self.chain.height)
+        self.metrics.mempool.set(len(self.mempool))
+
+    def find_tx(self, tx_hash: str) -> dict[str, Any] | None:
+        record = self.chain.store.get_tx(tx_hash)
+        if record is not None:
+            header = self.chain.store.get_header(record.height)
+            return {
+                "tx_hash": tx_hash,
+                "status": "committed",
+                "tx": record.tx.to_dict(),
+                "height": record.height,
+                "index": record.index,
+                "block_hash": header.hash if header else None,
+                "receipt": {
+                    "ok": record.receipt.ok,
+                    "code": record.receipt.code,
+                    "message": record.receipt.message,
+                },
+            }
+        pending = self.mempool.get(tx_hash)
+        if pending is not None:
+            return {"tx_hash": tx_hash, "status": "pending", "tx": pending.to_dict()}
+        return None

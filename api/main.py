@@ -1,0 +1,46 @@
+"""The validator's FastAPI application: public REST under /api/v1, peer-to-peer under /p2p.
+
+`create_app(settings)` builds the app around one `Node`; the lifespan starts the node (store,
+tensor store, consensus driver, peer links) and stops it on shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api.core.config import Settings
+from api.core.errors import install_error_handlers
+from api.core.node import Node
+from api.p2p import routes as p2p_routes
+from api.routes import api_router, metrics
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
+    """A FastAPI app serving `node` (built from `settings` when not given)."""
+    node = node or Node(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await node.start()
+        try:
+            yield
+        finally:
+            await node.stop()
+
+    app = FastAPI(
+        title="layerchain validator",
+        summary="Proof-of-compute ledger for distributed neural-network training.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.node = node
+    install_error_handlers(app)
+    app.include_router(api_router, prefix=API_PREFIX)
+    app.include_router(p2p_routes.router)
+    app.include_router(metrics.router)
+    return app
