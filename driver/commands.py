@@ -76,9 +76,9 @@ def train(
 def _train_with_progress(config: TrainConfig) -> TrainResult:
     err = Console(stderr=True, highlight=False)
     err.print(
-        f"training {config.dataset}: hidden {config.hidden}, {config.activation}, batch "
-        f"{config.batch}, lr {config.lr}, {config.epochs} epochs, {config.shards} shard(s), "
-        f"seed {config.seed}, local exact kernels"
+        f"training {config.dataset}: hidden {config.hidden}, {config.activation}, "
+        f"batch {config.batch}, lr {float(config.lr):g}, {config.epochs} epochs, "
+        f"{config.shards} shard(s), seed {config.seed}, local exact kernels"
     )
     started = time.monotonic()
     progress = Progress(

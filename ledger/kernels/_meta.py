@@ -48,7 +48,9 @@ class JobSpec(NamedTuple):
     outputs: tuple[TensorMeta, ...]
     """Exactly the metadata `execute` will produce, in order."""
     macs: int
-    """Upper bound on the multiply-accumulates (or comparable element operations) of the job."""
+    """The job's cost: its multiply-accumulates (or element operations) as PROTOCOL.md 4.5
+    defines them per op. The ledger bounds job size with it; the reference implementation does
+    at most three float64 GEMM passes per defined product, whatever the data."""
 
 
 def check_meta(meta: object, what: str) -> TensorMeta:
