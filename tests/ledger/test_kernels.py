@@ -490,3 +490,40 @@ def test_execute_refuses_bad_labels_and_non_tensors() -> None:
         execute("softmax_xent_grad", {"out_frac": 8}, [T([[1, 2]], 0), T([2], 0)])
     with pytest.raises(KernelError, match="expected Tensor"):
         execute("add", {}, [np.zeros(2), np.zeros(2)])  # type: ignore[list-item]
+
+
+def h(s: int) -> int:
+    return (1 << (s - 1)) if s > 0 else 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(num_bits=st.integers(1, 30), data=st.data(), negative=st.booleans())
+def test_leaky_relu_boundary(num_bits: int, data: st.DataObject, negative: bool) -> None:
+    shift = num_bits
+    num = data.draw(st.integers(1, (1 << shift) - 1))
+    z_max = (INT64_MAX - h(shift)) // num  # largest allowed max|z|
+    sign = -1 if negative else 1
+    params = {"act": "leaky_relu", "slope_num": num, "slope_shift": shift, "out_frac": 0}
+    one, zero = T([[1]], 0), T([0], 0)
+    x = T([[sign * z_max], [-1]], 0)
+    (a,) = execute("dense_forward", params, [x, one, zero])
+    assert rows(a) == ref_dense_forward(x, one, zero, params)
+    with pytest.raises(ExactRangeError):
+        execute("dense_forward", params, [T([[sign * (z_max + 1)], [-1]], 0), one, zero])
+
+
+@settings(max_examples=40, deadline=None)
+@given(lr_num=st.integers(1, 1 << 32), lr_shift=st.integers(0, 40), v=st.integers(1, 1 << 62))
+def test_sgd_and_add_boundaries(lr_num: int, lr_shift: int, v: int) -> None:
+    s = 10 + lr_shift - 10
+    g_max = (INT64_MAX - h(s)) // lr_num
+    params = {"lr_num": lr_num, "lr_shift": lr_shift}
+    w = T([0, 0], 10)
+    (w2,) = execute("sgd_update", params, [w, T([g_max, -g_max], 10)])
+    assert w2.data.tolist() == [-rshift(g_max * lr_num, s), -rshift(-g_max * lr_num, s)]
+    with pytest.raises(ExactRangeError):
+        execute("sgd_update", params, [w, T([g_max + 1, 0], 10)])
+    (total,) = execute("add", {}, [T([v], 3), T([INT64_MAX - v], 3)])
+    assert int(total.data[0]) == INT64_MAX
+    with pytest.raises(ExactRangeError):
+        execute("add", {}, [T([v], 3), T([INT64_MAX - v + 1], 3)])
