@@ -521,8 +521,9 @@ def test_sgd_and_add_boundaries(lr_num: int, lr_shift: int, v: int) -> None:
     w = T([0, 0], 10)
     (w2,) = execute("sgd_update", params, [w, T([g_max, -g_max], 10)])
     assert w2.data.tolist() == [-rshift(g_max * lr_num, s), -rshift(-g_max * lr_num, s)]
-    with pytest.raises(ExactRangeError):
-        execute("sgd_update", params, [w, T([g_max + 1, 0], 10)])
+    if g_max < INT64_MAX:  # otherwise no int64 tensor lies beyond the boundary
+        with pytest.raises(ExactRangeError):
+            execute("sgd_update", params, [w, T([g_max + 1, 0], 10)])
     (total,) = execute("add", {}, [T([v], 3), T([INT64_MAX - v], 3)])
     assert int(total.data[0]) == INT64_MAX
     with pytest.raises(ExactRangeError):
