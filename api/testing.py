@@ -122,12 +122,14 @@ class LocalTestnet:
 
     def get(self, i: int, path: str, **kwargs: Any) -> Any:
         """GET a JSON route of node `i`; raises on non-2xx."""
-        response = httpx.get(self.url(i) + path, timeout=10, **kwargs)
+        kwargs.setdefault("timeout", 10)
+        response = httpx.get(self.url(i) + path, **kwargs)
         response.raise_for_status()
         return response.json()
 
     def post(self, i: int, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.post(self.url(i) + path, timeout=10, **kwargs)
+        kwargs.setdefault("timeout", 10)
+        return httpx.post(self.url(i) + path, **kwargs)
 
     def health(self, i: int) -> dict[str, Any] | None:
         try:
@@ -198,3 +200,51 @@ class LocalTestnet:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def sign_transfers(
+    net: LocalTestnet, count: int, *, start_nonce: int | None = None, amount: int = 1
+) -> list[dict[str, Any]]:
+    """`count` signed transfers from the testnet's client key, with consecutive nonces."""
+    from ledger.transactions import TRANSFER, sign_tx, transfer_body
+
+    if start_nonce is None:
+        start_nonce = next_nonce(net, net.client.address)
+    to = net.miners[0].address if net.miners else net.client.address
+    return [
+        sign_tx(
+            net.client, net.genesis.chain_id, TRANSFER, start_nonce + i, transfer_body(to, amount)
+        ).to_dict()
+        for i in range(count)
+    ]
+
+
+def next_nonce(net: LocalTestnet, address: str, nodes: list[int] | None = None) -> int:
+    """The highest next-nonce any running node reports for `address`."""
+    best = 0
+    for i in nodes if nodes is not None else list(net.procs):
+        try:
+            best = max(best, int(net.get(i, f"/api/v1/accounts/{address}")["nonce"]))
+        except httpx.HTTPError:
+            continue
+    return best
+
+
+def wait_committed(
+    net: LocalTestnet, tx_hashes: list[str], nodes: list[int], timeout: float = 30.0
+) -> dict[str, tuple[int, int]]:
+    """Wait until every tx is committed on every listed node; (height, index) of each."""
+    deadline = time.monotonic() + timeout
+    where: dict[str, tuple[int, int]] = {}
+    for i in nodes:
+        for tx_hash in tx_hashes:
+            while True:
+                response = httpx.get(f"{net.url(i)}/api/v1/txs/{tx_hash}", timeout=10)
+                if response.status_code == 200 and response.json()["status"] == "committed":
+                    body = response.json()
+                    where[tx_hash] = (body["height"], body["index"])
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"tx {tx_hash} not committed on node{i} in {timeout}s")
+                time.sleep(0.05)
+    return where

@@ -23,7 +23,10 @@ def test_sender_nonces_leave_in_order_even_when_they_arrived_reordered() -> None
         assert pool.add(t)
     chosen = pool.select(10, next_nonce=lambda sender: 0)
     assert [(t.sender, t.nonce) for t in chosen] == [
-        (ALICE.address, 0), (ALICE.address, 1), (ALICE.address, 2), (BOB.address, 0)
+        (ALICE.address, 0),
+        (ALICE.address, 1),
+        (ALICE.address, 2),
+        (BOB.address, 0),
     ]
 
 

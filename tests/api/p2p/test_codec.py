@@ -12,8 +12,8 @@ from ledger.consensus.messages import (
     Checkpoint,
     Commit,
     NewView,
-    PreparedCert,
     Prepare,
+    PreparedCert,
     PrePrepare,
     Verifier,
     ViewChange,
@@ -32,8 +32,14 @@ CODEC = MessageCodec(CHAIN)
 def _block() -> ConsensusBlock:
     tx = sign_tx(KEYS[0], CHAIN, TRANSFER, 0, transfer_body(KEYS[1].address, 5))
     block = make_block(
-        chain_id=CHAIN, height=1, prev_hash="0" * 64, time_ms=1, proposer=KEYS[0].address,
-        view=0, app_hash="1" * 64, txs=[tx],
+        chain_id=CHAIN,
+        height=1,
+        prev_hash="0" * 64,
+        time_ms=1,
+        proposer=KEYS[0].address,
+        view=0,
+        app_hash="1" * 64,
+        txs=[tx],
     )
     return ConsensusBlock(block)
 
@@ -45,8 +51,9 @@ def _roundtrip(msg):
 
 def test_pre_prepare_roundtrip_keeps_signature_valid_and_block() -> None:
     block = _block()
-    pp = sign_message(KEYS[0], CHAIN, PrePrepare, view=0, height=1, block_hash=block.hash,
-                      block=block)
+    pp = sign_message(
+        KEYS[0], CHAIN, PrePrepare, view=0, height=1, block_hash=block.hash, block=block
+    )
     back = _roundtrip(pp)
     assert isinstance(back, PrePrepare)
     assert back.block.hash == block.hash
@@ -56,15 +63,22 @@ def test_pre_prepare_roundtrip_keeps_signature_valid_and_block() -> None:
 
 def test_view_change_and_new_view_roundtrip() -> None:
     block = _block()
-    pp = sign_message(KEYS[0], CHAIN, PrePrepare, view=0, height=1, block_hash=block.hash,
-                      block=block)
+    pp = sign_message(
+        KEYS[0], CHAIN, PrePrepare, view=0, height=1, block_hash=block.hash, block=block
+    )
     prepares = tuple(
         sign_message(k, CHAIN, Prepare, view=0, height=1, block_hash=block.hash) for k in KEYS[1:3]
     )
     cps = tuple(sign_message(k, CHAIN, Checkpoint, height=0, block_hash="a" * 64) for k in KEYS[:3])
     vc = sign_message(
-        KEYS[1], CHAIN, ViewChange, view=1, stable_height=0, stable_hash="a" * 64,
-        checkpoint_proof=cps, prepared=(PreparedCert(pp, prepares),),
+        KEYS[1],
+        CHAIN,
+        ViewChange,
+        view=1,
+        stable_height=0,
+        stable_hash="a" * 64,
+        checkpoint_proof=cps,
+        prepared=(PreparedCert(pp, prepares),),
     )
     nv = sign_message(KEYS[1], CHAIN, NewView, view=1, view_changes=(vc,), pre_prepares=(pp,))
     back = _roundtrip(nv)
@@ -78,8 +92,9 @@ def test_view_change_and_new_view_roundtrip() -> None:
 
 def test_records_roundtrip() -> None:
     block = _block()
-    pp = sign_message(KEYS[0], CHAIN, PrePrepare, view=0, height=1, block_hash=block.hash,
-                      block=block)
+    pp = sign_message(
+        KEYS[0], CHAIN, PrePrepare, view=0, height=1, block_hash=block.hash, block=block
+    )
     cps = tuple(sign_message(k, CHAIN, Checkpoint, height=16, block_hash="b" * 64) for k in KEYS)
     for record in (
         VoteRecord("prepare", 0, 1, block.hash),
@@ -98,13 +113,32 @@ def test_records_roundtrip() -> None:
         None,
         [],
         {"type": "prepare"},
-        {"type": "prepare", "view": -1, "height": 1, "block_hash": "a", "sender": "s",
-         "signature": "x"},
-        {"type": "pre-prepare", "view": 0, "height": 1, "block_hash": "a", "sender": "s",
-         "signature": "x", "block": {"header": {}, "txs": []}},
+        {
+            "type": "prepare",
+            "view": -1,
+            "height": 1,
+            "block_hash": "a",
+            "sender": "s",
+            "signature": "x",
+        },
+        {
+            "type": "pre-prepare",
+            "view": 0,
+            "height": 1,
+            "block_hash": "a",
+            "sender": "s",
+            "signature": "x",
+            "block": {"header": {}, "txs": []},
+        },
         {"type": "nonsense", "sender": "s", "signature": "x"},
-        {"type": "new-view", "view": 1, "view_changes": [{"type": "prepare"}], "pre_prepares": [],
-         "sender": "s", "signature": "x"},
+        {
+            "type": "new-view",
+            "view": 1,
+            "view_changes": [{"type": "prepare"}],
+            "pre_prepares": [],
+            "sender": "s",
+            "signature": "x",
+        },
     ],
 )
 def test_malformed_messages_raise_encoding_error(raw) -> None:
