@@ -91,11 +91,15 @@ def train(
     runner: JobRunner,
     on_step: Callable[[int, int, int], None] | None = None,
     on_epoch: Callable[[EpochStats], None] | None = None,
+    eval_runner: JobRunner | None = None,
 ) -> TrainResult:
-    """Train an MLP on `config.dataset` with every job run by `runner`.
+    """Train an MLP on `config.dataset` with every training job run by `runner`.
 
-    `on_step(epoch, step, steps_per_epoch)` and `on_epoch(stats)` report progress.
+    `on_step(epoch, step, steps_per_epoch)` and `on_epoch(stats)` report progress. The per-epoch
+    test accuracy runs forward plans on `eval_runner` (default: `runner`); it never affects the
+    weights, so a network driver may evaluate locally.
     """
+    eval_runner = eval_runner or runner
     data = datasets.load(config.dataset)
     arch = Architecture(
         (data.n_features, *config.hidden, data.n_classes), activation=config.activation
@@ -122,7 +126,7 @@ def train(
             epoch=epoch + 1,
             loss=loss_sum / n,
             train_accuracy=correct / n,
-            test_accuracy=evaluate(runner, arch, weights, data.x_test, data.y_test),
+            test_accuracy=evaluate(eval_runner, arch, weights, data.x_test, data.y_test),
         )
         history.append(stats)
         if on_epoch is not None:
