@@ -240,7 +240,8 @@ class Store:
                         select(schema.meta.c.value).where(schema.meta.c.key == "genesis")
                     ).first()
             except SQLAlchemyError as exc:
-                raise StoreError(f"{self.url} is not a layerchain ledger: {exc}") from exc
+                reason = getattr(exc, "orig", None) or exc
+                raise StoreError(f"{self.url} is not a layerchain ledger: {reason}") from exc
             if row is None:
                 raise StoreError(f"{self.url} holds no genesis: not an initialised ledger")
             try:
