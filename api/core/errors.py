@@ -39,8 +39,13 @@ class ErrorBody(BaseModel):
     """Kind of error: the exception class name, or `http`/`validation`."""
 
 
+class NonceUsed(InvalidTransaction):
+    """The tx's nonce was already used by a committed tx of the same sender (answered 409)."""
+
+
 #: Most specific first: the first class an error is an instance of decides the status.
 _STATUS: list[tuple[type[LedgerError], int]] = [
+    (NonceUsed, 409),
     (TensorError, 422),
     (InvalidTransaction, 422),
     (EncodingError, 400),

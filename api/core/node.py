@@ -21,6 +21,7 @@ import httpx
 from api.core.chain import Chain, referenced_tensors
 from api.core.config import Settings
 from api.core.driver import ConsensusDriver
+from api.core.errors import NonceUsed
 from api.core.events import EventHub
 from api.core.mempool import Mempool
 from api.core.metrics import NodeMetrics
@@ -50,10 +51,6 @@ log = logging.getLogger(__name__)
 
 #: A tx whose nonce is this far ahead of the sender's next nonce is refused at admission.
 MAX_NONCE_AHEAD = 10_000
-
-
-class NonceUsed(InvalidTransaction):
-    """The tx's nonce was already used by a committed tx of the same sender (answered 409)."""
 
 
 class NodeReplica(Replica):
