@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from api import explorer
 from api.core.config import Settings
 from api.core.errors import install_error_handlers
 from api.core.node import Node
@@ -44,4 +45,5 @@ def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
     app.include_router(work.router, prefix=API_PREFIX)  # miner/driver work queues (issue 6)
     app.include_router(p2p_routes.router)
     app.include_router(metrics.router)
+    explorer.install(app, API_PREFIX)  # HTML explorer at /, its JSON routes under /api/v1
     return app

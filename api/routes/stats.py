@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
@@ -118,7 +116,8 @@ async def overview(
         )
         for r in store.list_blocks(limit=blocks)
     ]
-    latest_jobs = [JobOut(**job_out(node, j)) for j in store.list_jobs(newest_first=True, limit=jobs)]
+    recent = store.list_jobs(newest_first=True, limit=jobs) if jobs else []
+    latest_jobs = [JobOut(**job_out(node, j)) for j in recent]
     return OverviewOut(
         chain_id=status["chain_id"],
         genesis_hash=status["genesis_hash"],
@@ -134,20 +133,18 @@ async def overview(
         quorum=vals.quorum,
         mempool_txs=status["mempool_txs"],
         syncing=status["syncing"],
-        rate=tx_rate(node) if jobs >= 0 else tx_rate(node),
+        rate=tx_rate(node),
         job_counts=store.job_counts(),
         latest_blocks=latest,
-        latest_jobs=latest_jobs if jobs else [],
+        latest_jobs=latest_jobs,
     )
 
 
 @router.get("/validators", response_model=ValidatorStatsPage)
 async def validator_stats(node: NodeDep) -> ValidatorStatsPage:
-    """Each genesis validator's blocks proposed, certificates signed and missed, and reachability."""
+    """Each genesis validator's blocks proposed, certificates signed and missed; reachability."""
     vals = await validators_route.validators(node)
-    started = time.perf_counter()
     index = validator_index(node.chain.store, node.chain.height)
-    del started
     items = [
         ValidatorStatsOut(
             index=v.index,

@@ -1,0 +1,138 @@
+"""Training runs: their checkpoints (model hash and metrics per epoch) and how to replay them.
+
+Checkpoint metrics are integers on the ledger (floats are never hashed). A metric's name says its
+scale: `_ppm` (parts per million), `_bp` (basis points), `_pct` (percent), `_milli`; a name
+without such a suffix is shown as is. `value` is the scaled number for charts.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Path, Query
+from pydantic import BaseModel
+from sqlalchemy import func, select
+
+from api.core.errors import ERROR_RESPONSES
+from api.deps import NodeDep
+from ledger import schema
+from ledger.store import Store
+
+router = APIRouter(prefix="/runs", tags=["runs"])
+
+RUN_NAME = r"^[A-Za-z0-9_.:/@+-]{1,128}$"
+SCALES = (("_ppm", 1_000_000), ("_bp", 10_000), ("_milli", 1_000), ("_pct", 1))
+
+
+class RunOut(BaseModel):
+    name: str
+    owner: str
+    created_height: int
+    last_epoch: int
+    last_model_hash: str
+    n_checkpoints: int
+
+
+class RunsOut(BaseModel):
+    runs: list[RunOut]
+
+
+class CheckpointOut(BaseModel):
+    epoch: int
+    model_hash: str
+    metrics: dict[str, int]
+    """As recorded on the ledger (integers)."""
+    sender: str
+    tx_hash: str
+    height: int
+
+
+class MetricSeries(BaseModel):
+    name: str
+    """The metric without its scale suffix (`loss`, `accuracy`, ...)."""
+    key: str
+    """The metric's key in the checkpoints."""
+    scale: int
+    epochs: list[int]
+    values: list[float]
+    """Recorded integer / scale, one per checkpoint that has the metric."""
+
+
+class RunDetail(RunOut):
+    checkpoints: list[CheckpointOut]
+    series: list[MetricSeries]
+    job_counts: dict[str, int]
+    """The run's jobs per status."""
+    replay_command: str
+    """Re-derives the run's final model hash from a copy of this ledger."""
+
+
+def metric_scale(key: str) -> tuple[str, int]:
+    """(display name, divisor) of a metric key, from its suffix."""
+    for suffix, scale in SCALES:
+        if key.endswith(suffix):
+            return key[: -len(suffix)], scale
+    return key, 1
+
+
+def metric_series(checkpoints: list[CheckpointOut]) -> list[MetricSeries]:
+    keys = sorted({k for c in checkpoints for k in c.metrics})
+    out = []
+    for key in keys:
+        name, scale = metric_scale(key)
+        points = [(c.epoch, c.metrics[key]) for c in checkpoints if key in c.metrics]
+        out.append(
+            MetricSeries(
+                name=name,
+                key=key,
+                scale=scale,
+                epochs=[e for e, _ in points],
+                values=[v / scale for _, v in points],
+            )
+        )
+    return out
+
+
+def run_job_counts(store: Store, run: str) -> dict[str, int]:
+    """Jobs of one run per status (uses the `ix_jobs_run` index)."""
+    j = schema.jobs
+    with store.engine.connect() as conn:
+        rows = conn.execute(
+            select(j.c.status, func.count()).where(j.c.run == run).group_by(j.c.status)
+        ).all()
+    return {status: count for status, count in rows}
+
+
+def replay_command(run: str) -> str:
+    return f"layerchain replay --ledger LEDGER.db --run {run}"
+
+
+@router.get("", response_model=RunsOut)
+async def list_runs(node: NodeDep, limit: int = Query(100, ge=1, le=1000)) -> RunsOut:
+    """Training runs, most recently created first."""
+    return RunsOut(
+        runs=[
+            RunOut(name=name, **run.to_dict())
+            for name, run in node.chain.store.list_runs(limit=limit)
+        ]
+    )
+
+
+@router.get("/{name:path}", response_model=RunDetail, responses=ERROR_RESPONSES)
+async def get_run(
+    node: NodeDep, name: str = Path(pattern=RUN_NAME, description="Run name.")
+) -> RunDetail:
+    """One run with every checkpoint, its metric curves, job counts and the replay command."""
+    store = node.chain.store
+    run = store.get_run(name)
+    if run is None:
+        raise HTTPException(404, f"no training run {name!r} on the chain")
+    checkpoints = [
+        CheckpointOut(**{k: v for k, v in c.items() if k != "run"}) for c in store.checkpoints(name)
+    ]
+    return RunDetail(
+        name=name,
+        **run.to_dict(),
+        checkpoints=checkpoints,
+        series=metric_series(checkpoints),
+        job_counts=run_job_counts(store, name),
+        replay_command=replay_command(name),
+    )
