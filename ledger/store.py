@@ -453,7 +453,7 @@ class Store:
         comes back as a gap in heights or as None, for the caller (verify) to report.
         """
         last = self.height if end is None else end
-        batch = 200
+        batch = 32  # blocks per read: bounded memory even for 1,000-tx blocks
         for lo in range(start, last + 1, batch):
             hi = min(last, lo + batch - 1)
             yield from self._read_range(lo, hi)
