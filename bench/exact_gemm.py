@@ -31,14 +31,18 @@ SHAPES = [
 ]
 
 
-def best_of(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm up (thread pool, page faults)
-    times = []
+def best_of(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Minimum wall time of each function; the functions alternate within each repeat, so a
+    change in machine load affects all of them alike."""
+    for fn in fns:
+        fn()  # warm up (thread pool, page faults)
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def measure(
@@ -52,9 +56,14 @@ def measure(
     params = {"act": "identity", "out_frac": 12}
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
     x32, w32 = x.astype(np.float32), w.astype(np.float32)
-    t_exact = best_of(lambda: execute("dense_forward", params, [xt, wt, bt]), repeats)
-    t64 = best_of(lambda: np.matmul(x64, w64), repeats)
-    t32 = best_of(lambda: np.matmul(x32, w32), repeats)
+    t_exact, t64, t32 = best_of(
+        [
+            lambda: execute("dense_forward", params, [xt, wt, bt]),
+            lambda: np.matmul(x64, w64),
+            lambda: np.matmul(x32, w32),
+        ],
+        repeats,
+    )
     return t_exact, t64, t32
 
 
