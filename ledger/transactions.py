@@ -291,6 +291,8 @@ class Tx:
             tx.encoded_envelope  # noqa: B018 - refuse floats and other unencodable values now
         except EncodingError as exc:
             raise InvalidTransaction(f"transaction cannot be encoded canonically: {exc}") from exc
+        except RecursionError as exc:
+            raise InvalidTransaction("transaction body is nested too deeply") from exc
         return tx
 
 

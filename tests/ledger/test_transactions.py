@@ -183,3 +183,13 @@ def test_tensor_input_carries_the_hashed_metadata() -> None:
     t = _tensor()
     assert tensor_input(t) == {"tensor": t.hash, "dtype": "<i4", "shape": [2, 3], "frac_bits": 4}
     assert job_input(H, 2) == {"job": H, "output": 2}
+
+
+def test_deeply_nested_params_are_refused_not_crashing() -> None:
+    raw = _wire(POST_JOB)
+    nested: Any = 1
+    for _ in range(5000):
+        nested = [nested]
+    raw["body"]["params"] = {"x": nested}
+    with pytest.raises(InvalidTransaction, match="nested too deeply"):
+        Tx.from_dict(raw)
