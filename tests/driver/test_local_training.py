@@ -92,13 +92,10 @@ def test_mnist5k_reaches_92_percent() -> None:
     assert acc >= 92.0
 
 
-def test_network_training_not_available_yet() -> None:
-    result = CliRunner().invoke(
-        app, ["train", "--node", "http://127.0.0.1:1", "--dataset", "digits"]
-    )
+def test_train_needs_local_or_node() -> None:
+    result = CliRunner().invoke(app, ["train", "--dataset", "digits"])
     assert result.exit_code == 2
-    assert "not available yet" in result.output
-    assert CliRunner().invoke(app, ["train"]).exit_code == 2
+    assert "--local" in result.output
 
 
 @pytest.mark.parametrize(
