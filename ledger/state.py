@@ -206,21 +206,32 @@ class Job:
     """Why a job expired or failed."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name in _JOB_FIELDS}
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Job:
-        names = {f.name for f in dataclasses.fields(cls)}
-        if set(raw) != names:
-            raise StoreError(f"job record fields differ: {sorted(set(raw) ^ names)}")
+        if set(raw) != set(_JOB_FIELDS):
+            raise StoreError(f"job record fields differ: {sorted(set(raw) ^ set(_JOB_FIELDS))}")
         return cls(**_copy_json(raw))
 
     def copy(self) -> Job:
-        return Job(**_copy_json(self.to_dict()))
+        """A copy safe to mutate as the state machine does: it only ever assigns fields and
+        adds to the per-miner maps, never mutates inputs, params, output metas or a stored
+        list of outputs, so those are shared."""
+        job = dataclasses.replace(self)
+        job.commits = dict(self.commits)
+        job.reveals = dict(self.reveals)
+        job.verdicts = dict(self.verdicts)
+        job.paid = dict(self.paid)
+        job.slashed = dict(self.slashed)
+        return job
 
     def input_jobs(self) -> list[str]:
         """Ids of the jobs whose outputs this job reads."""
         return [ref["job"] for ref in self.inputs if "job" in ref]
+
+
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(Job))
 
 
 def initial_root(genesis: Genesis) -> str:
