@@ -323,10 +323,13 @@ class ChainHarness:
         miners: Sequence[str | Keypair],
         outputs: dict[str, list[str]] | None = None,
     ) -> Job:
-        """Commit-then-reveal by `miners` in two blocks; `outputs` overrides a miner's result
-        (a liar); everyone else reveals the honest outputs."""
-        honest = self.compute(job_id) if outputs is None or len(outputs) < len(miners) else []
-        chosen = {self.address(m): (outputs or {}).get(str(m), honest) for m in miners}
+        """Commit-then-reveal by `miners` in two blocks. `outputs` maps a miner (by name) to the
+        outputs it reveals instead of the honest ones (a liar); the others compute honestly."""
+        lies = outputs or {}
+        honest = self.compute(job_id) if len(lies) < len(miners) else []
+        chosen = {
+            self.address(m): lies.get(m, honest) if isinstance(m, str) else honest for m in miners
+        }
         self.commit_block([self.commit(m, job_id, chosen[self.address(m)]) for m in miners])
         self.commit_block([self.reveal(m, job_id, chosen[self.address(m)]) for m in miners])
         return self.job(job_id)
