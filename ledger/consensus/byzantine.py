@@ -4,7 +4,8 @@ Each behaviour rewrites the honest replica's outgoing actions (or adds messages 
 the lies are well-formed and correctly signed where that makes them dangerous:
 
     equivocate  as primary, sends one block to half the validators and another to the rest
-    conflict    votes for other hashes too, different ones to different validators
+    conflict    votes for every proposal it sees, and for made-up hashes, different ones to
+                different validators
     badsig      corrupts the signature of some messages
     garbage     sends undecodable wire data and nonsense messages (wrong types, wrong signer)
     replay      re-sends old messages it received, long after
@@ -102,9 +103,18 @@ class Byzantine:
             out.append(ev.Send(self.rng.choice(self.peers), old))
         return out
 
-    def hear(self, msg: Any) -> None:
+    def hear(self, msg: Any) -> list[Any]:
+        """Note a received message; return extra lies it provokes (sent as they are)."""
         if "replay" in self.kinds and len(self.heard) < 500:
             self.heard.append(msg)
+        if "conflict" in self.kinds and isinstance(msg, PrePrepare):
+            # Vote for every proposal seen, so equivocated twins both gather support.
+            fields = {"view": msg.view, "height": msg.height, "block_hash": msg.block_hash}
+            return [
+                ev.Broadcast(self._sign(Prepare, **fields)),
+                ev.Broadcast(self._sign(Commit, **fields)),
+            ]
+        return []
 
     def _sign(self, cls: type, **fields: Any) -> Any:
         return sign_message(self.key, self.chain_id, cls, **fields)

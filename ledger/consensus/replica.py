@@ -6,9 +6,10 @@ several heights in flight inside the watermark window; CHECKPOINTs every K heigh
 quorum, with garbage collection below; VIEW-CHANGE / NEW-VIEW with exponential backoff; state
 transfer for a replica that fell behind a stable checkpoint. See docs/PROTOCOL.md section 7.
 
-Chaining adds one rule to the paper: a replica sends COMMIT for height h only once it has
-prepared h - 1 in the same view (or committed it). So whenever a block commits, its parent is
-prepared at f + 1 honest replicas and is re-proposed by every later NEW-VIEW.
+Chaining adds one rule to the paper: a replica sends COMMIT for height h only once it has sent
+COMMIT for h - 1 in the same view (or h - 1 is final). So whenever a block commits, it and all
+its uncommitted ancestors are prepared at f + 1 honest replicas, and every later NEW-VIEW
+re-proposes that whole chain.
 
 No I/O, clocks, threads or randomness: the host performs the actions (see events.py for the
 ordering contract) and feeds back events.
@@ -391,13 +392,18 @@ class Replica:
         self._try_commit_vote(height)
 
     def _parent_settled(self, height: int) -> bool:
-        """COMMIT at `height` needs its parent committed, or prepared in this same view."""
+        """COMMIT at `height` needs a COMMIT sent for its parent in this view, or the parent final.
+
+        By induction, a replica that sent COMMIT at h prepared every height from h down to its
+        committed head in this view; so when a block commits, f + 1 honest replicas hold prepared
+        certificates for it and all its uncommitted ancestors, and every NEW-VIEW re-proposes
+        the whole chain (see `validate.select_chain`).
+        """
         pp = self.accepted[height]
         parent = height - 1
         if parent <= self.committed_height or parent == self.stable_height:
             return self.hashes.get(parent) == pp.block.prev_hash
-        cert = self.prepared.get(parent)
-        return cert is not None and cert.view == self.view and cert.block_hash == pp.block.prev_hash
+        return self.sent.get(("commit", self.view, parent)) == pp.block.prev_hash
 
     def _try_commit_vote(self, height: int) -> None:
         while True:
@@ -626,10 +632,11 @@ class Replica:
         if timer_id != VIEW_TIMER:
             return
         if not self.active:
-            # Changing view: move on only once a quorum is changing too (PBFT liveness rule),
-            # otherwise keep asking.
+            # Changing view: move on only once a quorum has given up on the views below this one
+            # too (PBFT liveness rule; counting VIEW-CHANGEs for this view or later ones, so a
+            # replica that already moved further still counts), otherwise keep asking.
             target = self.view
-            changing = sum(1 for vc in self.view_changes.values() if vc.view == target)
+            changing = sum(1 for vc in self.view_changes.values() if vc.view >= target)
             if changing >= self.cfg.quorum:
                 self._start_view_change(target + 1)
             else:
@@ -785,7 +792,10 @@ class Replica:
     def _start_fetch(self, target: int, peers: tuple[str, ...]) -> None:
         if target <= self.committed_height or target <= self.fetch_target:
             return
+        busy = self.fetch_target > self.committed_height
         self.fetch_target = target
+        if busy:
+            return  # a transfer is running (and retrying on its timer): just go further
         self.fetch_peers = tuple(p for p in peers if p != self.address)
         if not self.fetch_peers:
             self.fetch_peers = tuple(p for p in self.cfg.validators if p != self.address)

@@ -267,8 +267,8 @@ class Simulation:
             replica.step(ev.TimeAdvanced(clock))
         self._perform(node, replica.step(event))
 
-    def _perform(self, node: _Node, actions: list[Any]) -> None:
-        if node.byz is not None:
+    def _perform(self, node: _Node, actions: list[Any], raw: bool = False) -> None:
+        if node.byz is not None and not raw:
             actions = node.byz.transform(actions)
         for action in actions:
             if isinstance(action, ev.Persist):
@@ -429,9 +429,9 @@ class Simulation:
                     msg = message_from_wire(msg, SimBlock.from_wire)
                 except EncodingError:
                     return
-            if node.byz is not None:
-                node.byz.hear(msg)
+            lies = node.byz.hear(msg) if node.byz is not None and node.up else []
             self._step(node, ev.Received(msg))
+            self._perform(node, lies, raw=True)
         elif kind == "timer":
             node = self.nodes[a]
             timer_id, gen = b
@@ -474,13 +474,15 @@ class Simulation:
             self.target = top + self.spec.extra_height
 
     def _submit(self) -> None:
-        tx_hash, body = make_tx(self.next_tx)
-        self.submitted[tx_hash] = self.now
-        self.tx_bodies[tx_hash] = body
-        self.next_tx += 1
-        for dst in range(self.spec.n):
-            self._transmit(None, dst, "tx", tx_hash)
-        self._schedule(self.rng.randint(15, 90), "client", None, None)
+        """A burst of 1-3 txs to every validator (bursts put several heights in flight)."""
+        for _ in range(self.rng.randint(1, 3)):
+            tx_hash, body = make_tx(self.next_tx)
+            self.submitted[tx_hash] = self.now
+            self.tx_bodies[tx_hash] = body
+            self.next_tx += 1
+            for dst in range(self.spec.n):
+                self._transmit(None, dst, "tx", tx_hash)
+        self._schedule(self.rng.randint(40, 220), "client", None, None)
 
     def _retransmit(self) -> None:
         """PBFT clients re-broadcast a request until f + 1 replicas report it committed."""

@@ -159,10 +159,10 @@ def select_chain(
     O re-proposes, for each height above that checkpoint, the prepared certificate of the highest
     view, as long as each links (prev_hash) to the one below. It stops at the first height with no
     certificate or a broken link: nothing above such a gap can have committed anywhere, because an
-    honest replica only sends COMMIT for height h once it has prepared h - 1 in the same view (or
-    committed it), so a committed block's parent is prepared at f + 1 honest replicas and shows
-    up in every quorum of VIEW-CHANGEs. The gap is filled by the new primary's next fresh
-    proposal, which is what the paper's null requests are for.
+    honest replica only sends COMMIT for height h once it has sent COMMIT for h - 1 in the same
+    view (or h - 1 is final), so a committed block and all its uncommitted ancestors are prepared
+    at f + 1 honest replicas and show up in every quorum of VIEW-CHANGEs. The gap is filled by
+    the new primary's next fresh proposal, which is what the paper's null requests are for.
     """
     anchor = max(vcs, key=lambda v: (v.stable_height, v.sender))
     base = anchor.stable_height
