@@ -67,7 +67,14 @@ def fmt_int(value: int | float | None) -> str:
     return f"{int(value):,}"
 
 
-TEMPLATES.env.filters.update(ts=fmt_time, ago=fmt_ago, short=short, num=fmt_int)
+DTYPES = {"<i4": "int32", "<i8": "int64"}
+
+
+def fmt_dtype(code: str | None) -> str:
+    return DTYPES.get(code or "", code or "")
+
+
+TEMPLATES.env.filters.update(ts=fmt_time, ago=fmt_ago, short=short, num=fmt_int, dtype=fmt_dtype)
 
 
 def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

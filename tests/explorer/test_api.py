@@ -1,0 +1,268 @@
+"""The explorer's JSON routes and pages, in process (httpx.ASGITransport) over a harness ledger.
+
+The app is the real `create_app` around a real `Node` reading a ledger built by
+`ledger.harness` with the production state machine; only consensus is not running (reads only).
+Tampering goes through SQLite directly, after dropping the append-only trigger, as an attacker
+holding the file would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from explorer_chains import RUN, DemoChain, build_demo_chain, node_home
+
+from api.core.config import load_settings
+from api.explorer.indexes import validator_index
+from api.explorer.verifying import verify_range
+from api.main import create_app
+from api.testing import free_ports
+from ledger.store import Store
+
+
+class App:
+    """A synchronous face on the ASGI app for tests."""
+
+    def __init__(self, home: Path) -> None:
+        self.app = create_app(load_settings(home))
+        self.node = self.app.state.node
+        self.loop = asyncio.new_event_loop()
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        async def call() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://explorer") as c:
+                return await c.get(path, **kwargs)
+
+        return self.loop.run_until_complete(call())
+
+    def close(self) -> None:
+        self.node.chain.close()
+        self.loop.close()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoChain:
+    root = tmp_path_factory.mktemp("demo")
+    return build_demo_chain(root, free_ports(4), filler_blocks=40)
+
+
+def serve(root: Path, demo: DemoChain) -> App:
+    """An app over a private copy of the demo ledger (tests may tamper with their copy)."""
+    root.mkdir(parents=True, exist_ok=True)
+    db = root / "ledger.db"
+    shutil.copyfile(demo.db, db)
+    home = node_home(root, demo.harness.genesis, db, demo.tensor_dir, free_ports(1)[0])
+    return App(home)
+
+
+@pytest.fixture()
+def app(tmp_path: Path, demo: DemoChain) -> Iterator[App]:
+    served = serve(tmp_path, demo)
+    yield served
+    served.close()
+
+
+def tamper(db: Path, table: str, sql: str, args: tuple[Any, ...]) -> None:
+    conn = sqlite3.connect(db)
+    conn.execute(f"DROP TRIGGER {table}_no_update")
+    assert conn.execute(sql, args).rowcount == 1
+    conn.commit()
+    conn.close()
+
+
+# ------------------------------------------------------------------------------------ JSON
+
+
+def test_overview_reports_head_rate_validators_and_latest(app: App, demo: DemoChain) -> None:
+    body = app.get("/api/v1/stats/overview").json()
+    assert body["height"] == demo.harness.height
+    assert [b["height"] for b in body["latest_blocks"]] == list(
+        range(demo.harness.height, demo.harness.height - 10, -1)
+    )
+    assert body["latest_jobs"][0]["id"] == demo.expired_job
+    assert body["rate"]["txs_per_s"] > 0  # one transfer per second of header time at the end
+    assert body["validators"] == 4 and body["validators_up"] >= 1
+    assert body["job_counts"]["settled"] >= 5 and body["job_counts"]["expired"] == 1
+
+
+def test_validator_stats_count_proposed_signed_and_missed(app: App, demo: DemoChain) -> None:
+    body = app.get("/api/v1/stats/validators").json()
+    height = demo.harness.height
+    rows = body["validators"]
+    assert body["height"] == height
+    assert sum(v["proposed"] for v in rows) == height
+    # The harness certificate carries the first quorum (3) of the 4 validators.
+    assert [v["signed"] for v in rows] == [height, height, height, 0]
+    assert [v["missed"] for v in rows] == [0, 0, 0, height]
+    assert rows[0]["last_signed"] == height and rows[3]["last_signed"] is None
+
+
+def test_validator_index_counts_only_new_blocks_on_later_calls(demo: DemoChain) -> None:
+    store = Store(str(demo.db), create=False)
+    index = validator_index(store, 10)
+    assert index.height == 10 and index.blocks == 10
+    again = validator_index(store, demo.harness.height)
+    assert again is index and index.blocks == demo.harness.height
+    store.close()
+
+
+def test_certificate_check_marks_each_signature(app: App) -> None:
+    body = app.get("/api/v1/certificates/5").json()
+    assert body["valid"] and body["valid_signatures"] == 3 and len(body["absent"]) == 1
+    assert all(s["valid"] and s["member"] for s in body["signatures"])
+
+
+def test_certificate_check_flags_a_forged_signature(tmp_path: Path, demo: DemoChain) -> None:
+    db = tmp_path / "ledger.db"
+    shutil.copyfile(demo.db, db)
+    conn = sqlite3.connect(db)
+    sigs = conn.execute("SELECT signatures FROM certificates WHERE height = 5").fetchone()[0]
+    other = conn.execute("SELECT signatures FROM certificates WHERE height = 6").fetchone()[0]
+    conn.close()
+    # Validator 0's signature on block 6 pasted into block 5's certificate.
+    first_sig_5 = sigs.split('"signature":"')[1].split('"')[0]
+    first_sig_6 = other.split('"signature":"')[1].split('"')[0]
+    tamper(
+        db,
+        "certificates",
+        "UPDATE certificates SET signatures = ? WHERE height = 5",
+        (sigs.replace(first_sig_5, first_sig_6),),
+    )
+    home = node_home(tmp_path, demo.harness.genesis, db, demo.tensor_dir, free_ports(1)[0])
+    served = App(home)
+    try:
+        body = served.get("/api/v1/certificates/5").json()
+        assert not body["valid"] and "invalid" in body["problem"]
+        assert [s["valid"] for s in body["signatures"]].count(False) == 1
+        assert body["valid_signatures"] == 2
+        html = served.get("/blocks/5").text
+        assert "sig-invalid" in html and "✗ invalid" in html
+        report = served.get("/api/v1/verify").json()
+        assert not report["ok"] and report["first_bad_height"] == 5
+    finally:
+        served.close()
+
+
+def test_verify_passes_and_counts_only_the_range(app: App, demo: DemoChain) -> None:
+    whole = app.get("/api/v1/verify").json()
+    assert whole["ok"] and whole["blocks"] == demo.harness.height == whole["end"]
+    part = app.get("/api/v1/verify", params={"from": 10, "to": 20}).json()
+    assert part["ok"] and part["blocks"] == 11 and part["replayed"] == 20
+    assert part["state_root"] == demo.harness.results[19].state_root
+
+
+def test_verify_range_names_the_first_bad_height(tmp_path: Path, demo: DemoChain) -> None:
+    db = tmp_path / "ledger.db"
+    shutil.copyfile(demo.db, db)
+    tamper(db, "receipts", "UPDATE receipts SET message = 'all good' WHERE height = 2", ())
+    store = Store(str(db), create=False)
+    report = verify_range(store, demo.harness.genesis, 1, store.height)
+    assert not report.ok and report.first_bad_height == 2 and "receipt 0" in (report.problem or "")
+    before = verify_range(store, demo.harness.genesis, 1, 1)
+    assert before.ok and before.blocks == 1
+    store.close()
+
+
+def test_verify_refuses_a_backwards_range(app: App) -> None:
+    response = app.get("/api/v1/verify", params={"from": 9, "to": 3})
+    assert response.status_code == 422 and "from (9)" in response.json()["detail"]
+
+
+def test_feeds_page_without_overlap(app: App, demo: DemoChain) -> None:
+    alice = demo.harness.address("alice")
+    seen: list[tuple[int, int]] = []
+    before = None
+    while True:
+        params: dict[str, Any] = {"limit": 7}
+        if before:
+            params["before"] = before
+        page = app.get(f"/api/v1/feed/txs/{alice}", params=params).json()
+        seen += [(t["height"], t["index"]) for t in page["txs"]]
+        before = page["next_before"]
+        if before is None:
+            break
+    assert seen == sorted(seen, reverse=True) and len(seen) == len(set(seen))
+    assert len(seen) == demo.harness.state.nonce(alice)
+    jobs = app.get("/api/v1/feed/jobs", params={"limit": 3}).json()
+    older = app.get("/api/v1/feed/jobs", params={"limit": 3, "before": jobs["next_before"]}).json()
+    ids = [j["id"] for j in jobs["jobs"] + older["jobs"]]
+    assert len(set(ids)) == 6 and ids[0] == demo.expired_job
+
+
+def test_miner_csv_lists_every_result(app: App, demo: DemoChain) -> None:
+    response = app.get(f"/api/v1/feed/results/{demo.liar}/csv")
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert {r["job_id"]: r["verdict"] for r in rows} == {
+        demo.disputed_job: "wrong",
+        demo.dag_job: "right",
+    }
+    assert int(next(r for r in rows if r["verdict"] == "wrong")["slashed"]) > 0
+
+
+def test_run_route_scales_metrics_into_curves(app: App) -> None:
+    body = app.get(f"/api/v1/runs/{RUN}").json()
+    series = {s["name"]: s for s in body["series"]}
+    assert series["loss"]["values"][0] == pytest.approx(2.302585)
+    assert series["accuracy"]["values"][-1] == pytest.approx(0.931)
+    assert len(body["checkpoints"]) == 5 and body["last_epoch"] == 4
+    assert body["job_counts"]["settled"] >= 5
+    assert app.get("/api/v1/runs/nope").status_code == 404
+
+
+# ------------------------------------------------------------------------------------ HTML
+
+
+def test_every_page_renders(app: App, demo: DemoChain) -> None:
+    pages = {
+        "/": "Latest blocks",
+        "/blocks": "Blocks",
+        "/blocks/3": "Commit certificate",
+        f"/txs/{demo.failed_tx}": "insufficient_funds",
+        "/jobs": demo.dag_job[:8],
+        f"/jobs/{demo.disputed_job}": "re-executed",
+        f"/jobs/{demo.dag_job}": "dag-input",
+        f"/jobs/{demo.expired_job}": "refunded",
+        f"/accounts/{demo.liar}": "Export CSV",
+        "/validators": "node3",
+        "/runs": RUN,
+        f"/runs/{RUN}": "<polyline",
+        "/verify": "Verify the chain",
+        "/verify?from=1&to=5": "verified",
+    }
+    for path, needle in pages.items():
+        response = app.get(path)
+        assert response.status_code == 200, (path, response.text[:300])
+        assert needle in response.text, path
+
+
+def test_unknown_things_get_an_html_404(app: App) -> None:
+    for path in ("/blocks/999999", "/txs/" + "0" * 64, "/jobs/" + "1" * 64, "/runs/nothing"):
+        response = app.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"].startswith("text/html")
+        assert "Not found" in response.text
+
+
+def test_search_redirects_to_the_page(app: App, demo: DemoChain) -> None:
+    cases = {
+        "7": "/blocks/7",
+        demo.transfer_tx: f"/txs/{demo.transfer_tx}",
+        demo.agreed_job: f"/jobs/{demo.agreed_job}",
+        demo.liar: f"/accounts/{demo.liar}",
+        RUN: f"/runs/{RUN}",
+    }
+    for q, target in cases.items():
+        response = app.get("/search", params={"q": q})
+        assert response.status_code == 303 and response.headers["location"] == target, q
+    assert app.get("/search", params={"q": "no such thing"}).status_code == 404
