@@ -10,7 +10,9 @@ import typer
 
 from api import commands as api_commands
 from driver import commands as driver_commands
+from driver import network_commands
 from ledger import commands as ledger_commands
+from miner import commands as miner_commands
 
 app = typer.Typer(
     name="layerchain",
@@ -26,6 +28,9 @@ app.command("reindex")(ledger_commands.reindex)
 app.command("train")(driver_commands.train)
 app.command("testnet")(api_commands.testnet)
 app.command("node")(api_commands.node)
+app.command("miner")(miner_commands.miner)
+app.command("replay")(network_commands.replay)
+app.command("devnet")(network_commands.devnet)
 
 
 @app.callback()

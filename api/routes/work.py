@@ -100,13 +100,25 @@ async def get_work(
     miner: str = Query(pattern=ADDRESS, description="The miner's address."),
     limit: int = Query(64, ge=1, le=1000, description="Most open jobs to return."),
     wait: float = Query(0, ge=0, le=3600, description="Long-poll: wait this long for work."),
+    since: int = Query(
+        -1, ge=-1, description="Answer only once the chain is above this height (or on timeout)."
+    ),
 ) -> WorkOut:
-    """Jobs this miner can commit to or must reveal; with `wait`, returns as soon as there are."""
+    """Jobs this miner can commit to or must reveal; with `wait`, returns as soon as there are.
+
+    A miner passes the `height` of its previous answer as `since`, so jobs it is still computing
+    are listed again at most once per block instead of in a busy loop.
+    """
     deadline = time.monotonic() + min(wait, node.settings.long_poll_max_s)
+    commit: list[Job] = []
+    reveal: list[str] = []
     while True:
         height = node.chain.height
-        commit, reveal = _work_for(node, miner, limit)
-        if commit or reveal or not await _wait_block(node, height, deadline):
+        if height > since:
+            commit, reveal = _work_for(node, miner, limit)
+            if commit or reveal:
+                break
+        if not await _wait_block(node, height, deadline):
             break
     return WorkOut(
         height=node.chain.height,

@@ -1,0 +1,238 @@
+"""`NodeClient`: the REST client miners and the training driver share, with fail-over between nodes.
+
+Every call goes to the current node; on a connection error, a timeout or a 5xx it moves on to the
+next node (round robin) after a backoff that doubles up to `max_backoff_s`, until `attempts`
+tries were made. A 4xx is the request's fault, not the node's: it is raised at once as a
+`NodeRequestError` carrying the node's message, never retried elsewhere.
+
+Submitting the same signed tx twice is harmless (the node answers `pending` or `committed`, or
+409 for a nonce already used by it), which is what makes retrying a tx on another node safe.
+Tensors are verified by hash on download (`Tensor.from_bytes(..., expected_hash=)`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+
+from ledger.errors import LedgerError, TensorError
+from ledger.tensor import Tensor
+from ledger.transactions import Tx
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1"
+
+
+class NodeUnavailable(LedgerError):
+    """No node answered (every attempt failed with a network error, a timeout or a 5xx)."""
+
+
+class NodeRequestError(LedgerError):
+    """A node refused the request (4xx); `status` and the node's `detail` say why."""
+
+    def __init__(self, status: int, detail: str, url: str) -> None:
+        super().__init__(f"{url}: HTTP {status}: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    if isinstance(body, dict):
+        for key in ("detail", "error", "message"):
+            if key in body:
+                return str(body[key])
+    return str(body)[:300]
+
+
+class NodeClient:
+    """Async client over one or more validator URLs (fail-over, retry with backoff)."""
+
+    def __init__(
+        self,
+        urls: Sequence[str],
+        *,
+        timeout: float = 10.0,
+        attempts: int = 6,
+        backoff_s: float = 0.05,
+        max_backoff_s: float = 2.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not urls:
+            raise LedgerError("give at least one node URL")
+        self.urls = [u.rstrip("/") for u in urls]
+        self.current = 0
+        self.attempts = max(1, attempts)
+        self.backoff_s = backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.failovers = 0
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            transport=transport,
+            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+        )
+
+    @property
+    def url(self) -> str:
+        return self.urls[self.current]
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> NodeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _fail_over(self, reason: str) -> None:
+        previous = self.url
+        self.current = (self.current + 1) % len(self.urls)
+        self.failovers += 1
+        log.warning("node %s failed (%s); now using %s", previous, reason, self.url)
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """One request with fail-over; returns the 2xx response or raises (see module doc)."""
+        delay = self.backoff_s
+        last = ""
+        for attempt in range(self.attempts):
+            url = self.url
+            try:
+                if timeout is not None:
+                    kwargs["timeout"] = timeout
+                response = await self._client.request(method, url + path, **kwargs)
+            except httpx.HTTPError as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            else:
+                if response.status_code < 400:
+                    return response
+                if response.status_code < 500:
+                    raise NodeRequestError(response.status_code, _detail(response), url + path)
+                last = f"HTTP {response.status_code}: {_detail(response)}"
+            if len(self.urls) > 1:
+                self._fail_over(last)
+            if attempt + 1 < self.attempts:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
+        raise NodeUnavailable(f"{method} {path}: no node answered ({last})")
+
+    async def get_json(self, path: str, **kwargs: Any) -> Any:
+        return (await self.request("GET", API + path, **kwargs)).json()
+
+    # ---------------------------------------------------------------------- chain and accounts
+
+    async def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self.get_json("/status")
+        return result
+
+    async def health(self) -> bool:
+        try:
+            await self.request("GET", API + "/health")
+        except LedgerError:
+            return False
+        return True
+
+    async def next_nonce(self, address: str) -> int:
+        """The committed next nonce of `address` (pending txs not counted)."""
+        account = await self.get_json(f"/accounts/{address}")
+        return int(account["nonce"])
+
+    async def account(self, address: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.get_json(f"/accounts/{address}")
+        return result
+
+    # ---------------------------------------------------------------------- txs
+
+    async def submit(self, tx: Tx) -> str:
+        """Submit one signed tx; returns its hash. A nonce already used by it counts as done."""
+        response = await self.request("POST", API + "/txs", json=tx.to_dict())
+        return str(response.json()["tx_hash"])
+
+    async def submit_batch(self, txs: Sequence[Tx]) -> list[dict[str, Any]]:
+        """Submit many signed txs in one request; returns each tx's result (accepted or why not)."""
+        if not txs:
+            return []
+        response = await self.request(
+            "POST", API + "/txs/batch", json={"txs": [tx.to_dict() for tx in txs]}
+        )
+        results: list[dict[str, Any]] = response.json()["results"]
+        return results
+
+    async def tx(self, tx_hash: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self.get_json(f"/txs/{tx_hash}")
+        except NodeRequestError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    # ---------------------------------------------------------------------- tensors
+
+    async def put_tensor(self, tensor: Tensor) -> str:
+        """Upload a tensor (the node checks the hash we expect)."""
+        response = await self.request(
+            "PUT",
+            API + "/tensors",
+            params={"hash": tensor.hash},
+            content=tensor.to_bytes(),
+            headers={"content-type": "application/octet-stream"},
+        )
+        stored = str(response.json()["hash"])
+        if stored != tensor.hash:
+            raise TensorError(f"node stored {stored} for tensor {tensor.hash}")
+        return stored
+
+    async def get_tensor(self, tensor_hash: str, max_elements: int | None = None) -> Tensor:
+        """Download a tensor and verify that its content hashes to `tensor_hash`."""
+        response = await self.request("GET", API + f"/tensors/{tensor_hash}")
+        if max_elements is None:
+            return Tensor.from_bytes(response.content, expected_hash=tensor_hash)
+        return Tensor.from_bytes(
+            response.content, expected_hash=tensor_hash, max_elements=max_elements
+        )
+
+    # ---------------------------------------------------------------------- jobs
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.get_json(f"/jobs/{job_id}")
+        return result
+
+    async def work(
+        self, miner: str, wait: float, since: int = -1, limit: int = 64
+    ) -> dict[str, Any]:
+        """Long-poll for this miner's work: `{"height", "commit": [job...], "reveal": [id...]}`,
+        answered once the chain is above `since`."""
+        result: dict[str, Any] = await self.get_json(
+            "/work",
+            params={"miner": miner, "wait": wait, "since": since, "limit": limit},
+            timeout=wait + 10.0,
+        )
+        return result
+
+    async def results(self, job_ids: Sequence[str], wait: float) -> dict[str, Any]:
+        """Statuses and outputs of `job_ids`, once all are final or after `wait` seconds."""
+        response = await self.request(
+            "POST",
+            API + "/work/results",
+            params={"wait": wait},
+            json={"jobs": list(job_ids)},
+            timeout=wait + 10.0,
+        )
+        result: dict[str, Any] = response.json()
+        return result

@@ -1,0 +1,141 @@
+"""`TxSender`: one account's transactions, signed with consecutive nonces and sent in batches.
+
+Concurrent tasks (a miner's jobs, a driver's DAG) ask for txs through `send(type, body)`. One
+background loop takes everything queued, gives each tx the next nonce, signs the lot and posts it
+as one `POST /txs/batch`; the same signed batch is retried on another node when one fails, so a
+nonce is never skipped because of a dead node. Nonces come from the account's committed nonce
+plus its pending txs, and are re-read after any refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from ledger.errors import InvalidTransaction, LedgerError
+from ledger.identity import Keypair
+from ledger.transactions import TRANSFER, Tx, sign_tx, transfer_body
+from miner.client import NodeClient
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 500
+
+_Item = tuple[str, dict[str, Any], "asyncio.Future[Tx]"]
+
+
+class TxSender:
+    """Queue, sign and submit one key's txs in nonce order (see the module docstring)."""
+
+    def __init__(self, client: NodeClient, key: Keypair, chain_id: str) -> None:
+        self.client = client
+        self.key = key
+        self.chain_id = chain_id
+        self.nonce: int | None = None
+        self.sent = 0
+        self._queue: list[_Item] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name="tx-sender")
+
+    async def stop(self) -> None:
+        """Send what is queued, then stop the loop."""
+        while self._queue and self._task is not None and not self._task.done():
+            await asyncio.sleep(0.005)
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def send(self, tx_type: str, body: dict[str, Any]) -> Tx:
+        """Queue a tx; returns it once a node accepted it (raises if it was refused)."""
+        self.start()
+        future: asyncio.Future[Tx] = asyncio.get_running_loop().create_future()
+        self._queue.append((tx_type, body, future))
+        self._wake.set()
+        return await future
+
+    async def send_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[Tx]:
+        """Queue several txs at once (they go out in this order, usually in one batch)."""
+        self.start()
+        loop = asyncio.get_running_loop()
+        futures = []
+        for tx_type, body in items:
+            future: asyncio.Future[Tx] = loop.create_future()
+            self._queue.append((tx_type, body, future))
+            futures.append(future)
+        self._wake.set()
+        return list(await asyncio.gather(*futures))
+
+    async def _next_nonce(self) -> int:
+        if self.nonce is None:
+            account = await self.client.account(self.key.address)
+            self.nonce = int(account["nonce"]) + int(account.get("pending_txs", 0))
+        return self.nonce
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                try:
+                    await self._send_batch(batch)
+                except LedgerError as exc:
+                    self.nonce = None
+                    for _, _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+
+    async def _send_batch(
+        self, batch: list[tuple[str, dict[str, Any], asyncio.Future[Tx]]]
+    ) -> None:
+        nonce = await self._next_nonce()
+        live: list[tuple[asyncio.Future[Tx], Tx]] = []
+        for tx_type, body, future in batch:
+            try:
+                tx = sign_tx(self.key, self.chain_id, tx_type, nonce + len(live), body)
+            except LedgerError as exc:
+                future.set_exception(exc)
+                continue
+            live.append((future, tx))
+        if not live:
+            return
+        self.nonce = nonce + len(live)
+        results = await self.client.submit_batch([tx for _, tx in live])
+        gaps: list[int] = []
+        for (future, tx), result in zip(live, results, strict=True):
+            if result.get("accepted"):
+                self.sent += 1
+                future.set_result(tx)
+                continue
+            error = str(result.get("error"))
+            future.set_exception(InvalidTransaction(f"node refused tx {tx.hash[:16]}…: {error}"))
+            if "already used" in error:
+                self.nonce = None  # we are behind the chain: re-read the nonce next time
+            else:
+                gaps.append(tx.nonce)
+        if gaps:
+            await self._fill(gaps)
+
+    async def _fill(self, nonces: list[int]) -> None:
+        """Fill the nonces of refused txs, so the txs signed after them are not stuck behind a gap.
+
+        The filler is a 1-credit transfer to oneself: it always consumes its nonce (even without
+        funds, as a failed tx) and changes no balance.
+        """
+        log.warning("a node refused %d tx(s); filling nonces %s", len(nonces), nonces)
+        fillers = [
+            sign_tx(self.key, self.chain_id, TRANSFER, n, transfer_body(self.key.address, 1))
+            for n in nonces
+        ]
+        results = await self.client.submit_batch(fillers)
+        if not all(r.get("accepted") for r in results):
+            self.nonce = None

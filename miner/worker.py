@@ -1,0 +1,401 @@
+"""The miner: find runnable jobs, compute them exactly, commit, then reveal.
+
+    miner = Miner(client, key, MinerConfig(workers=2))
+    await miner.run(stop)          # until `stop` is set; then finishes or abandons its work
+
+One loop long-polls `GET /work` (jobs open for commitment, and jobs awaiting this miner's
+reveal), passing the height of the previous answer so a job still being computed is listed again
+at most once per block. Up to `workers` jobs are computed at once: inputs are downloaded and
+checked against their hashes (and cached), the kernel runs in a thread (`ledger.kernels.execute`
+releases the GIL inside BLAS), the outputs are uploaded, and a `commit_result` (replication ≥ 2,
+with a fresh 32-byte salt) or a `submit_result` (replication 1) is sent through the `TxSender`.
+When the job's reveal phase starts, the matching `reveal_result` follows.
+
+On `stop` the miner takes no new job, finishes the jobs it started and reveals what it committed
+(so it is not slashed for a missing reveal), for at most `grace_s`; `abandon()` gives up at once.
+
+`byzantine` is for tests only: `lie` reveals a wrong output (+1 in its first element); `copy`
+computes nothing and tries to commit the commitment another miner already committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ledger import kernels
+from ledger.errors import LedgerError
+from ledger.identity import Keypair
+from ledger.tensor import Tensor
+from ledger.transactions import (
+    COMMIT_RESULT,
+    REVEAL_RESULT,
+    SUBMIT_RESULT,
+    commit_body,
+    reveal_body,
+    submit_body,
+)
+from miner.client import NodeClient
+from miner.txsender import TxSender
+
+log = logging.getLogger("layerchain.miner")
+
+BYZANTINE_MODES = ("lie", "copy")
+TENSOR_CACHE = 512
+
+
+@dataclass
+class MinerConfig:
+    """How a miner works."""
+
+    workers: int = 2
+    """Jobs computed at the same time."""
+    poll_wait_s: float = 10.0
+    """Long-poll duration of one `GET /work`."""
+    grace_s: float = 30.0
+    """After stop: how long to finish started jobs and pending reveals before abandoning them."""
+    stats_file: Path | None = None
+    """Where to write the miner's counters and on-chain earnings as JSON (updated as they move)."""
+    byzantine: str | None = None
+    """Test-only misbehaviour: `lie` or `copy`."""
+    simulate_ms: int = 0
+    """Benchmarks only: sleep this long instead of computing... after computing (adds latency)."""
+
+
+@dataclass
+class _Committed:
+    outputs: list[str]
+    salt: str
+    tensors: list[Tensor]
+    revealed: bool = False
+    at: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class MinerStats:
+    """Local counters (what this process did); the chain's verdicts come from /accounts."""
+
+    computed: int = 0
+    committed: int = 0
+    """Commitments sent (some lose the race: the job already had `replication` commitments)."""
+    lost: int = 0
+    """Commitments the chain did not count because the commit phase had closed."""
+    submitted: int = 0
+    revealed: int = 0
+    refused: int = 0
+    failed: int = 0
+    abandoned: int = 0
+    seconds_computing: float = 0.0
+    chain: dict[str, Any] = field(default_factory=dict)
+    """The chain's record of this miner: balance, accepted, rejected, earned, slashed, ..."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "computed": self.computed,
+            "committed": self.committed,
+            "lost": self.lost,
+            "submitted": self.submitted,
+            "revealed": self.revealed,
+            "refused": self.refused,
+            "failed": self.failed,
+            "abandoned": self.abandoned,
+            "seconds_computing": round(self.seconds_computing, 3),
+            "chain": self.chain,
+        }
+
+
+class Miner:
+    """One miner identity working against one or more nodes (see the module docstring)."""
+
+    def __init__(self, client: NodeClient, key: Keypair, config: MinerConfig | None = None) -> None:
+        self.client = client
+        self.key = key
+        self.address = key.address
+        self.config = config or MinerConfig()
+        if self.config.byzantine not in (None, *BYZANTINE_MODES):
+            raise LedgerError(f"byzantine mode must be one of {BYZANTINE_MODES}")
+        if self.config.workers < 1:
+            raise LedgerError("a miner needs at least one worker")
+        self.stats = MinerStats()
+        self.sender: TxSender | None = None
+        self._taken: set[str] = set()
+        self._committed: dict[str, _Committed] = {}
+        self._active: set[asyncio.Task[None]] = set()
+        self._backlog: list[dict[str, Any]] = []
+        self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._stopping = False
+        self._abandon = asyncio.Event()
+        self._last_stats = 0.0
+        self._last_prune = 0.0
+
+    # ------------------------------------------------------------------------------ lifecycle
+
+    async def run(self, stop: asyncio.Event) -> MinerStats:
+        """Work until `stop` is set, then wind down (finish or, after `grace_s`, abandon)."""
+        status = await self.client.status()
+        self.sender = TxSender(self.client, self.key, status["chain_id"])
+        self.sender.start()
+        log.info(
+            "miner %s… working for %s (chain %s)",
+            self.address[:16],
+            self.client.url,
+            status["chain_id"],
+        )
+        since = -1
+        try:
+            while not stop.is_set():
+                poll = asyncio.create_task(
+                    self.client.work(self.address, self.config.poll_wait_s, since)
+                )
+                stopper = asyncio.create_task(stop.wait())
+                done, _ = await asyncio.wait({poll, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+                if poll not in done:
+                    poll.cancel()
+                    break
+                try:
+                    work = poll.result()
+                except LedgerError as exc:
+                    log.warning("polling for work failed: %s; retrying", exc)
+                    await asyncio.sleep(1.0)
+                    since = -1
+                    continue
+                since = int(work["height"])
+                self._dispatch(work)
+                await self._refresh_stats()
+                await self._prune()
+            await self._wind_down()
+        finally:
+            await self._cancel_all()
+            if self.sender is not None:
+                await self.sender.stop()
+            await self._refresh_stats(force=True)
+        return self.stats
+
+    def abandon(self) -> None:
+        """Give up started jobs and pending reveals now (a second Ctrl-C)."""
+        self._abandon.set()
+
+    async def _wind_down(self) -> None:
+        """Finish the jobs in flight and reveal what was committed, within the grace period."""
+        self._stopping = True
+        deadline = time.monotonic() + self.config.grace_s
+        since = -1
+        while (self._active or self._unrevealed()) and not self._abandon.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await self._prune(min_age_s=0.0)
+            if self._unrevealed():
+                try:
+                    work = await self.client.work(self.address, min(1.0, remaining), since)
+                except LedgerError:
+                    await asyncio.sleep(0.2)
+                    continue
+                since = int(work["height"])
+                self._dispatch({"commit": [], "reveal": work["reveal"]})
+            elif self._active:
+                await asyncio.wait(set(self._active), timeout=min(0.5, remaining))
+        left = len(self._active) + len(self._unrevealed())
+        if left:
+            self.stats.abandoned += left
+            log.warning("abandoning %d unfinished job(s)", left)
+
+    async def _cancel_all(self) -> None:
+        for task in list(self._active):
+            task.cancel()
+        if self._active:
+            await asyncio.gather(*self._active, return_exceptions=True)
+
+    def _unrevealed(self) -> list[str]:
+        return [j for j, c in self._committed.items() if not c.revealed]
+
+    # ------------------------------------------------------------------------------ dispatch
+
+    def _dispatch(self, work: dict[str, Any]) -> None:
+        for job_id in work["reveal"]:
+            record = self._committed.get(job_id)
+            if record is not None and not record.revealed:
+                record.revealed = True
+                self._spawn(self._reveal(job_id, record))
+        if self._stopping:
+            return
+        self._backlog = [j for j in work["commit"] if j["id"] not in self._taken]
+        self._fill_workers()
+
+    def _fill_workers(self) -> None:
+        while self._backlog and self._busy() < self.config.workers and not self._stopping:
+            job = self._backlog.pop(0)
+            if job["id"] in self._taken:
+                continue
+            self._taken.add(job["id"])
+            if self.config.byzantine == "copy" and job["replication"] > 1:
+                self._spawn(self._copy(job), counts=True)
+            else:
+                self._spawn(self._work(job), counts=True)
+
+    def _busy(self) -> int:
+        return sum(1 for t in self._active if t.get_name() == "job")
+
+    def _spawn(self, coro: Any, counts: bool = False) -> None:
+        task = asyncio.create_task(coro, name="job" if counts else "tx")
+        self._active.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._active.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                self.stats.failed += 1
+                log.warning("job task failed: %s", t.exception())
+            if counts:
+                self._fill_workers()
+
+        task.add_done_callback(done)
+
+    # ------------------------------------------------------------------------------ jobs
+
+    async def _inputs(self, job: dict[str, Any]) -> list[Tensor]:
+        tensors = []
+        for tensor_hash in job["input_hashes"]:
+            if tensor_hash is None:
+                raise LedgerError(f"job {job['id'][:16]}… lists an input that has not settled")
+            tensor = self._cache.get(tensor_hash)
+            if tensor is None:
+                tensor = await self.client.get_tensor(tensor_hash)
+                self._cache[tensor_hash] = tensor
+                if len(self._cache) > TENSOR_CACHE:
+                    self._cache.popitem(last=False)
+            else:
+                self._cache.move_to_end(tensor_hash)
+            tensors.append(tensor)
+        return tensors
+
+    async def _work(self, job: dict[str, Any]) -> None:
+        job_id = job["id"]
+        if job["kernel_version"] != kernels.KERNEL_VERSION:
+            log.info("skipping job %s…: kernel %s", job_id[:16], job["kernel_version"])
+            return
+        inputs = await self._inputs(job)
+        started = time.monotonic()
+        outputs = await asyncio.to_thread(kernels.execute, job["op"], job["params"], inputs)
+        if self.config.simulate_ms:
+            await asyncio.sleep(self.config.simulate_ms / 1000)
+        self.stats.seconds_computing += time.monotonic() - started
+        self.stats.computed += 1
+        if self.config.byzantine == "lie":
+            outputs = [_corrupt(outputs[0]), *outputs[1:]]
+        hashes = [await self.client.put_tensor(t) for t in outputs]
+        assert self.sender is not None
+        if job["replication"] == 1:
+            await self._send(SUBMIT_RESULT, submit_body(job_id, hashes))
+            self.stats.submitted += 1
+            return
+        salt = secrets.token_hex(32)
+        record = _Committed(hashes, salt, outputs)
+        self._committed[job_id] = record
+        if not await self._send(COMMIT_RESULT, commit_body(job_id, self.address, hashes, salt)):
+            del self._committed[job_id]
+            return
+        self.stats.committed += 1
+
+    async def _reveal(self, job_id: str, record: _Committed) -> None:
+        body = reveal_body(job_id, record.outputs, record.salt)
+        if not await self._send(REVEAL_RESULT, body):
+            # Typically a fail-over: the new node lacks our outputs. Upload them and try again.
+            for tensor in record.tensors:
+                await self.client.put_tensor(tensor)
+            if not await self._send(REVEAL_RESULT, body):
+                return
+        self.stats.revealed += 1
+        self._committed.pop(job_id, None)
+
+    async def _send(self, tx_type: str, body: dict[str, Any]) -> bool:
+        assert self.sender is not None
+        try:
+            await self.sender.send(tx_type, body)
+        except LedgerError as exc:
+            self.stats.refused += 1
+            log.warning("%s for job %s… refused: %s", tx_type, body["job_id"][:16], exc)
+            return False
+        return True
+
+    async def _copy(self, job: dict[str, Any]) -> None:
+        """Byzantine `copy`: wait for someone else's commitment and commit the same value."""
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            detail = await self.client.job(job["id"])
+            if detail["status"] != "open":
+                return
+            for result in detail["results"]:
+                if result["miner"] != self.address and result["commitment"]:
+                    body = {"job_id": job["id"], "commitment": result["commitment"]}
+                    if await self._send(COMMIT_RESULT, body):
+                        self.stats.committed += 1
+                    return
+            await asyncio.sleep(0.02)
+
+    async def _prune(self, min_age_s: float = 2.0) -> None:
+        """Forget commitments the chain did not count (lost races) or jobs already final."""
+        now = time.monotonic()
+        if min_age_s > 0 and now - self._last_prune < min_age_s:
+            return
+        self._last_prune = now
+        stale = [
+            job_id
+            for job_id, record in self._committed.items()
+            if not record.revealed and now - record.at >= min_age_s
+        ]
+        for job_id in stale[:64]:
+            try:
+                job = await self.client.job(job_id)
+            except LedgerError:
+                return
+            if job["status"] == "open":
+                continue
+            if job["status"] != "revealing" or self.address not in job["committed_miners"]:
+                record = self._committed.pop(job_id, None)
+                if record is not None and not record.revealed:
+                    self.stats.lost += 1
+
+    # ------------------------------------------------------------------------------ earnings
+
+    async def _refresh_stats(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_stats < 2.0:
+            return
+        self._last_stats = now
+        try:
+            account = await self.client.account(self.address)
+        except LedgerError:
+            return
+        chain = {"balance": account["balance"], **(account.get("miner") or {})}
+        if chain != self.stats.chain:
+            self.stats.chain = chain
+            log.info(
+                "earned %s credits so far (accepted %s, rejected %s, slashed %s); balance %s",
+                chain.get("earned", 0),
+                chain.get("accepted", 0),
+                chain.get("rejected", 0),
+                chain.get("slashed", 0),
+                chain["balance"],
+            )
+        if self.config.stats_file is not None:
+            data = {"address": self.address, "node": self.client.url, **self.stats.to_dict()}
+            tmp = self.config.stats_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+            tmp.replace(self.config.stats_file)
+
+
+def _corrupt(tensor: Tensor) -> Tensor:
+    """A plausible wrong output: same shape and scale, first element off by one."""
+    data = np.array(tensor.data, copy=True)
+    data.flat[0] += 1
+    return Tensor(data, tensor.frac_bits)

@@ -1,0 +1,91 @@
+"""NodeClient: fail-over past a dead or failing node, 4xx not retried, tensors checked by hash."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+
+from ledger.errors import TensorError
+from ledger.tensor import Tensor
+from miner.client import NodeClient, NodeRequestError, NodeUnavailable
+
+GOOD = "http://good.test"
+DEAD = "http://dead.test"
+BROKEN = "http://broken.test"
+
+
+def _transport(calls: list[str], tensor: Tensor | None = None) -> httpx.MockTransport:
+    def handler(request: httpx.Request) -> httpx.Response:
+        host = f"http://{request.url.host}"
+        calls.append(host)
+        if host == DEAD:
+            raise httpx.ConnectError("connection refused", request=request)
+        if host == BROKEN:
+            return httpx.Response(503, json={"detail": "overloaded"})
+        if request.url.path == "/api/v1/status":
+            return httpx.Response(200, json={"chain_id": "c", "height": 7})
+        if request.url.path == "/api/v1/txs":
+            return httpx.Response(422, json={"detail": "signature is not the sender's"})
+        if request.url.path.startswith("/api/v1/tensors/") and tensor is not None:
+            return httpx.Response(200, content=tensor.to_bytes())
+        return httpx.Response(404, json={"detail": "nope"})
+
+    return httpx.MockTransport(handler)
+
+
+def test_fails_over_from_a_dead_node_and_a_5xx_node_to_a_good_one() -> None:
+    calls: list[str] = []
+
+    async def scenario() -> dict[str, object]:
+        async with NodeClient(
+            [DEAD, BROKEN, GOOD], transport=_transport(calls), backoff_s=0.001
+        ) as client:
+            status = await client.status()
+            assert client.url == GOOD and client.failovers == 2
+            return status
+
+    assert asyncio.run(scenario())["height"] == 7
+    assert calls == [DEAD, BROKEN, GOOD]
+
+
+def test_gives_up_with_node_unavailable_when_every_node_fails() -> None:
+    calls: list[str] = []
+
+    async def scenario() -> None:
+        async with NodeClient(
+            [DEAD, BROKEN], transport=_transport(calls), attempts=4, backoff_s=0.001
+        ) as client:
+            await client.status()
+
+    with pytest.raises(NodeUnavailable, match="no node answered"):
+        asyncio.run(scenario())
+    assert calls == [DEAD, BROKEN, DEAD, BROKEN]
+
+
+def test_a_4xx_is_the_request_s_fault_and_is_not_retried_elsewhere() -> None:
+    calls: list[str] = []
+
+    async def scenario() -> None:
+        async with NodeClient([GOOD, BROKEN], transport=_transport(calls)) as client:
+            await client.request("POST", "/api/v1/txs", json={})
+
+    with pytest.raises(NodeRequestError, match="signature is not the sender's") as info:
+        asyncio.run(scenario())
+    assert info.value.status == 422
+    assert calls == [GOOD]
+
+
+def test_a_downloaded_tensor_must_hash_to_what_was_asked() -> None:
+    served = Tensor(np.arange(6, dtype=np.int64).reshape(2, 3), 4)
+    other = Tensor(np.zeros((2, 3), dtype=np.int64), 4)
+
+    async def fetch(tensor_hash: str) -> Tensor:
+        async with NodeClient([GOOD], transport=_transport([], served)) as client:
+            return await client.get_tensor(tensor_hash)
+
+    assert asyncio.run(fetch(served.hash)) == served
+    with pytest.raises(TensorError, match="does not match"):
+        asyncio.run(fetch(other.hash))

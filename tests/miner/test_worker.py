@@ -1,0 +1,133 @@
+"""The miner against a real (in-process, one-validator) node: compute, commit, reveal, get paid."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from inprocess_chain import BASE, InProcessChain, in_process_chain
+
+from ledger import kernels
+from ledger.tensor import Tensor
+from ledger.transactions import POST_JOB, post_job_body, tensor_input
+from miner.client import NodeClient
+from miner.txsender import TxSender
+from miner.worker import Miner, MinerConfig, MinerStats
+
+
+def _dense_inputs(seed: int) -> list[Tensor]:
+    rng = np.random.default_rng(seed)
+    x = Tensor(rng.integers(-4096, 4096, size=(4, 6), dtype=np.int64), 12)
+    w = Tensor(rng.integers(-(1 << 18), 1 << 18, size=(6, 3), dtype=np.int64), 20)
+    b = Tensor(rng.integers(-(1 << 18), 1 << 18, size=(3,), dtype=np.int64), 20)
+    return [x, w, b]
+
+
+async def _post_jobs(
+    chain: InProcessChain, client: NodeClient, count: int, replication: int
+) -> tuple[list[str], list[list[str]]]:
+    """Post `count` dense_forward jobs; return their ids and the honest output hashes."""
+    sender = TxSender(client, chain.client_key, chain.node.genesis.chain_id)
+    params: dict[str, Any] = {"act": "relu", "out_frac": 12}
+    ids, expected = [], []
+    for seed in range(count):
+        inputs = _dense_inputs(seed)
+        for t in inputs:
+            await client.put_tensor(t)
+        body = post_job_body(
+            op="dense_forward",
+            kernel_version=kernels.KERNEL_VERSION,
+            inputs=[tensor_input(t) for t in inputs],
+            params=params,
+            replication=replication,
+            reward=10,
+            deadline=1000,
+        )
+        tx = await sender.send(POST_JOB, body)
+        ids.append(tx.hash)
+        expected.append([t.hash for t in kernels.execute("dense_forward", params, inputs)])
+    await sender.stop()
+    return ids, expected
+
+
+async def _wait_settled(client: NodeClient, ids: list[str]) -> dict[str, Any]:
+    for _ in range(40):
+        answer = await client.results(ids, wait=2.0)
+        if answer["done"]:
+            return {j["id"]: j for j in answer["jobs"]}
+    raise AssertionError("jobs did not settle")
+
+
+async def _run_miners(
+    chain: InProcessChain, configs: list[MinerConfig], count: int, replication: int
+) -> tuple[list[str], list[list[str]], dict[str, Any], list[MinerStats], dict[str, Any]]:
+    client = NodeClient([BASE], transport=chain.transport)
+    stop = asyncio.Event()
+    miners = [
+        Miner(NodeClient([BASE], transport=chain.transport), chain.miner_keys[i], config)
+        for i, config in enumerate(configs)
+    ]
+    tasks = [asyncio.create_task(m.run(stop)) for m in miners]
+    ids, expected = await _post_jobs(chain, client, count, replication)
+    settled = await _wait_settled(client, ids)
+    stop.set()
+    stats = await asyncio.gather(*tasks)
+    accounts = {m.address: await client.account(m.address) for m in miners}
+    for m in miners:
+        await m.client.aclose()
+    await client.aclose()
+    return ids, expected, settled, list(stats), accounts
+
+
+def test_two_honest_miners_settle_jobs_by_agreement_and_are_paid(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with in_process_chain(tmp_path) as chain:
+            ids, expected, settled, stats, accounts = await _run_miners(
+                chain, [MinerConfig(workers=2, poll_wait_s=1), MinerConfig(poll_wait_s=1)], 4, 2
+            )
+            for job_id, outputs in zip(ids, expected, strict=True):
+                assert settled[job_id]["status"] == "settled"
+                assert settled[job_id]["outputs"] == outputs
+            for s in stats:
+                assert s.revealed + s.lost == s.committed
+                assert s.abandoned == 0
+            for account in accounts.values():
+                assert account["miner"]["accepted"] == 4
+                assert account["miner"]["rejected"] == 0
+                assert account["miner"]["earned"] == 4 * 5
+
+    asyncio.run(scenario())
+
+
+def test_replication_one_is_submitted_directly(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with in_process_chain(tmp_path) as chain:
+            ids, expected, settled, stats, accounts = await _run_miners(
+                chain, [MinerConfig(poll_wait_s=1)], 3, 1
+            )
+            assert [settled[i]["outputs"] for i in ids] == expected
+            assert stats[0].submitted == 3 and stats[0].committed == 0
+            (account,) = accounts.values()
+            assert account["miner"]["earned"] == 30
+
+    asyncio.run(scenario())
+
+
+def test_a_lying_miner_is_slashed_and_its_result_never_settles(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with in_process_chain(tmp_path) as chain:
+            ids, expected, settled, _, accounts = await _run_miners(
+                chain,
+                [MinerConfig(poll_wait_s=1), MinerConfig(poll_wait_s=1, byzantine="lie")],
+                3,
+                2,
+            )
+            assert [settled[i]["outputs"] for i in ids] == expected
+            honest, liar = (accounts[k.address] for k in chain.miner_keys[:2])
+            assert liar["miner"]["rejected"] == 3 and liar["miner"]["earned"] == 0
+            assert liar["miner"]["slashed"] > 0
+            assert honest["miner"]["accepted"] == 3 and honest["miner"]["rejected"] == 0
+
+    asyncio.run(scenario())
