@@ -13,6 +13,7 @@ The testnet layout, as `cometbft testnet` writes it::
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -111,11 +112,30 @@ def node(
     overrides = {"port": port} if port is not None else {}
     settings = load_settings(home, **overrides)
     app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=3,
-    )
+
+    def serve() -> None:
+        uvicorn.run(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=False,
+            timeout_graceful_shutdown=3,
+        )
+
+    profile = os.environ.get("LAYERCHAIN_PROFILE")
+    if profile:  # development aid: cProfile the whole node, stats written on clean exit
+        import cProfile
+        import signal
+        import sys
+
+        # uvicorn re-raises SIGTERM after its graceful shutdown; exit cleanly instead so the
+        # profile gets written.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        profiler = cProfile.Profile()
+        try:
+            profiler.runcall(serve)
+        finally:
+            profiler.dump_stats(profile)
+    else:
+        serve()

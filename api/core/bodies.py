@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import Request
+from fastapi import HTTPException, Request
+from starlette.requests import ClientDisconnect
 
 from api.core.errors import PayloadTooLarge
 from ledger.encoding import parse_json
@@ -16,11 +17,14 @@ async def read_limited(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(int(declared), limit)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(size, limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(size, limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise HTTPException(400, "the client went away before sending the whole body") from None
     return b"".join(chunks)
 
 

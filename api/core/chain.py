@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Engine, event, select, text
 
 from api.core.mempool import order_for_block
 from api.p2p.codec import ConsensusBlock
@@ -47,13 +47,29 @@ def referenced_tensors(tx: Tx) -> list[str]:
     return []
 
 
+def _relax_sqlite_sync(engine: Engine) -> None:
+    """synchronous=NORMAL in WAL mode: atomic and safe against a killed process, not power loss."""
+
+    def relax(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    event.listen(engine, "connect", relax)
+    engine.dispose()  # reconnect every pooled connection with the pragma
+
+
 class Chain:
     """Store + state + executor of one node, with the block-level operations the node needs."""
 
-    def __init__(self, genesis: Genesis, database_url: str, tensors: TensorStore) -> None:
+    def __init__(
+        self, genesis: Genesis, database_url: str, tensors: TensorStore, fsync: bool = True
+    ) -> None:
         self.genesis = genesis
         self.tensors = tensors
         self.store = Store.open(database_url, genesis)
+        if not fsync and self.store.engine.dialect.name == "sqlite":
+            _relax_sqlite_sync(self.store.engine)
         self.state: State = self.store.load_state()
         self.executor = KernelExecutor(tensors)
         self.head: Head = self.store.head()

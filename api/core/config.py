@@ -49,15 +49,23 @@ class Settings(BaseSettings):
     max_batch_txs: int = Field(default=1000, ge=1, description="Most txs in one POST /txs/batch.")
     mempool_limit: int = Field(default=100_000, ge=1, description="Pending txs kept at most.")
     view_timeout_ms: int = Field(
-        default=1000, ge=50, description="Base PBFT view-change timeout (doubles on each retry)."
+        default=2000, ge=50, description="Base PBFT view-change timeout (doubles on each retry)."
     )
     tick_ms: int = Field(default=10, ge=1, description="Consensus tick period in milliseconds.")
     p2p_batch_max: int = Field(default=2000, ge=1, description="Most items in one p2p POST.")
-    p2p_timeout_s: float = Field(default=2.0, gt=0, description="Timeout of one p2p request.")
+    p2p_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one p2p request.")
     sync_interval_s: float = Field(
         default=1.0, gt=0, description="How often a node compares its height with its peers'."
     )
     long_poll_max_s: float = Field(default=30.0, gt=0, description="Upper bound of ?wait=.")
+    fsync: bool = Field(
+        default=True,
+        description=(
+            "false = UNSAFE benchmark mode (like etcd's --unsafe-no-fsync): the consensus log "
+            "and the ledger are written but not fsync'd, which survives a killed process but "
+            "not a power loss."
+        ),
+    )
     test_admin: bool = Field(
         default=False, description="Enable /p2p/admin (partition toggle); tests only."
     )

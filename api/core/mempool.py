@@ -30,6 +30,7 @@ class Mempool:
         self.limit = limit
         self.hold_s = hold_s
         self._txs: OrderedDict[str, _Entry] = OrderedDict()
+        self._by_signature: dict[str, Tx] = {}
         self._committed_recent: OrderedDict[str, None] = OrderedDict()
 
     def __len__(self) -> int:
@@ -59,11 +60,26 @@ class Mempool:
         if self.seen(tx.hash) or self.full:
             return False
         self._txs[tx.hash] = _Entry(tx)
+        self._by_signature[tx.signature] = tx
         return True
+
+    def lookup(self, raw: object) -> Tx | None:
+        """The pooled Tx whose wire form is exactly `raw`, if any.
+
+        Blocks carry their txs in full; reusing the already parsed (and hashed, and verified)
+        object for a tx this node admitted saves parsing and canonically re-encoding it.
+        """
+        if not isinstance(raw, dict):
+            return None
+        signature = raw.get("signature")
+        tx = self._by_signature.get(signature) if isinstance(signature, str) else None
+        return tx if tx is not None and tx.to_dict() == raw else None
 
     def remove_committed(self, tx_hashes: Iterable[str]) -> None:
         for tx_hash in tx_hashes:
-            self._txs.pop(tx_hash, None)
+            entry = self._txs.pop(tx_hash, None)
+            if entry is not None:
+                self._by_signature.pop(entry.tx.signature, None)
             self._committed_recent[tx_hash] = None
         while len(self._committed_recent) > 4 * self.limit:
             self._committed_recent.popitem(last=False)

@@ -97,9 +97,9 @@ class Node:
         self.tensors = TensorStore(
             settings.tensor_dir, max_elements=self.genesis.params.max_tensor_elements
         )
-        self.chain = Chain(self.genesis, settings.database_url, self.tensors)
-        self.codec = MessageCodec(self.genesis.chain_id)
-        self.wal = ConsensusWal(settings.consensus_wal)
+        self.chain = Chain(self.genesis, settings.database_url, self.tensors, fsync=settings.fsync)
+        self.codec = MessageCodec(self.genesis.chain_id, known=self.mempool.lookup)
+        self.wal = ConsensusWal(settings.consensus_wal, fsync=settings.fsync)
         self.config = ConsensusConfig.from_genesis(
             self.genesis, view_timeout_ms=settings.view_timeout_ms
         )
@@ -115,6 +115,7 @@ class Node:
         self._fetching: set[str] = set()
         self._admitted: dict[str, float] = {}
         self._client: httpx.AsyncClient | None = None
+        self._inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -136,10 +137,11 @@ class Node:
             committed_hashes=hashes,
         )
         self.driver = ConsensusDriver(self.replica, self)
-        self._client = httpx.AsyncClient(timeout=self.settings.p2p_timeout_s * 2)
+        self._client = httpx.AsyncClient(timeout=self.settings.p2p_timeout_s)
         self.peers.start()
         self._loops.append(asyncio.create_task(self._tick_loop(), name="consensus-tick"))
         self._loops.append(asyncio.create_task(self._sync_loop(), name="state-sync"))
+        self._loops.append(asyncio.create_task(self._inbox_loop(), name="gossip-inbox"))
         self.metrics.height.set(height)
         self.driver.perform(self.replica.start())
 
@@ -476,11 +478,12 @@ class Node:
         results: list[dict[str, Any]] = []
         events: list[Any] = []
         gossip: list[Any] = []
+        rejected = 0
         for raw in raws:
             try:
                 tx, state = self._admit(raw, local=source != "gossip")
             except LedgerError as exc:
-                self.metrics.txs_rejected.labels(source=source).inc()
+                rejected += 1
                 tx_hash = None
                 if isinstance(raw, dict):
                     try:
@@ -493,9 +496,10 @@ class Node:
                 continue
             results.append({"tx_hash": tx.hash, "accepted": True, "status": state, "error": None})
             if state == "accepted":
-                self.metrics.txs_accepted.labels(source=source).inc()
                 events.append(ClientTx(tx.hash, tx))
                 gossip.append(tx.to_dict())
+        self.metrics.txs_accepted.labels(source=source).inc(len(events))
+        self.metrics.txs_rejected.labels(source=source).inc(rejected)
         if gossip and source != "gossip":
             self.peers.gossip_txs(gossip)
         if events:
@@ -504,7 +508,9 @@ class Node:
         return results
 
     async def receive_batch(self, sender: str, body: bytes) -> tuple[int, int]:
-        """A peer's signed batch: decode its consensus messages, admit its txs, step the core."""
+        """A peer's signed batch: its consensus messages step the core now; its gossiped txs
+        are queued for admission (signature checks are the slow part), so the peer's request
+        returns at once and consensus traffic is never stuck behind a flood of txs."""
         try:
             raw = json.loads(body)
             consensus_raw = raw["consensus"]
@@ -513,15 +519,13 @@ class Node:
                 raise EncodingError("the batch is addressed to another node or from another")
             if not isinstance(consensus_raw, list) or not isinstance(txs_raw, list):
                 raise EncodingError("consensus and txs must be lists")
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise EncodingError(f"malformed p2p batch: {exc}") from exc
         self.metrics.p2p_batches.inc()
         self.metrics.p2p_received.labels(kind="consensus").inc(len(consensus_raw))
         self.metrics.p2p_received.labels(kind="tx").inc(len(txs_raw))
-        admitted = 0
         if txs_raw:
-            results = self.submit_txs(txs_raw, source="gossip")
-            admitted = sum(1 for r in results if r["status"] == "accepted")
+            self._inbox.put_nowait(txs_raw)
         events: list[Any] = []
         for item in consensus_raw:
             try:
@@ -531,7 +535,17 @@ class Node:
         if events:
             assert self.driver is not None
             self.driver.feed(events)
-        return len(events), admitted
+        return len(events), len(txs_raw)
+
+    async def _inbox_loop(self) -> None:
+        """Admit gossiped txs, one peer batch at a time, yielding to other work in between."""
+        while True:
+            txs_raw = await self._inbox.get()
+            try:
+                self.submit_txs(txs_raw, source="gossip")
+            except Exception:  # one bad batch must not stop admission
+                log.exception("admitting a gossiped batch failed")
+            await asyncio.sleep(0)
 
     # ----------------------------------------------------------------------- tensors
 

@@ -30,8 +30,9 @@ MAX_RECORD = 64 << 20
 class ConsensusWal:
     """An append-only, checksummed, fsync'd record log."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fsync: bool = True) -> None:
         self.path = path
+        self.fsync = fsync
         path.parent.mkdir(parents=True, exist_ok=True)
         self.records: list[Any] = []
         self._load()
@@ -71,7 +72,8 @@ class ConsensusWal:
     def flush(self) -> None:
         """Make every appended record durable (one fsync)."""
         if self._pending:
-            os.fsync(self._file.fileno())
+            if self.fsync:
+                os.fsync(self._file.fileno())
             self._pending = 0
 
     def rewrite(self, records: list[Any]) -> None:

@@ -9,19 +9,22 @@ Malformed input raises `EncodingError`/`InvalidBlock` and the receiver drops it:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from ledger.blocks import Block
+from ledger.blocks import Block, BlockHeader
 from ledger.consensus.wire import (
     message_from_wire,
     message_to_wire,
     record_from_wire,
     record_to_wire,
 )
-from ledger.errors import EncodingError
+from ledger.errors import EncodingError, InvalidBlock, InvalidTransaction
+from ledger.transactions import Tx
+
+TxLookup = Callable[[Any], Tx | None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,8 +55,25 @@ class ConsensusBlock:
         return self.wire if self.wire is not None else self.block.to_dict()
 
     @classmethod
-    def from_dict(cls, raw: Any) -> ConsensusBlock:
-        return cls(Block.from_dict(raw), raw)
+    def from_dict(cls, raw: Any, known: TxLookup | None = None) -> ConsensusBlock:
+        """Parse like `Block.from_dict`, reusing already parsed txs that `known` recognises."""
+        if known is None:
+            return cls(Block.from_dict(raw), raw)
+        if not isinstance(raw, dict) or set(raw) != {"header", "txs"}:
+            raise InvalidBlock('a block must be an object with exactly "header" and "txs"')
+        if not isinstance(raw["txs"], list):
+            raise InvalidBlock("block txs must be a list")
+        header = BlockHeader.from_dict(raw["header"])
+        txs = []
+        for i, item in enumerate(raw["txs"]):
+            tx = known(item)
+            if tx is None:
+                try:
+                    tx = Tx.from_dict(item)
+                except InvalidTransaction as exc:
+                    raise InvalidBlock(f"block {header.height} tx {i}: {exc}") from exc
+            txs.append(tx)
+        return cls(Block(header, tuple(txs)), raw)
 
 
 class MessageCodec:
@@ -63,15 +83,19 @@ class MessageCodec:
     class only supplies the block codec: a block travels as `ledger.blocks.Block.to_dict()`.
     """
 
-    def __init__(self, chain_id: str) -> None:
+    def __init__(self, chain_id: str, known: TxLookup | None = None) -> None:
         self.chain_id = chain_id
+        self.known = known
+
+    def decode_block(self, raw: Any) -> ConsensusBlock:
+        return ConsensusBlock.from_dict(raw, self.known)
 
     def encode_message(self, msg: Any) -> dict[str, Any]:
         return message_to_wire(msg, encode_block)
 
     def decode_message(self, raw: Any) -> Any:
         """The message object for `raw`, or EncodingError if it is malformed."""
-        return message_from_wire(raw, decode_block)
+        return message_from_wire(raw, self.decode_block)
 
     def encode_record(self, record: Any) -> dict[str, Any]:
         """A persisted consensus record as JSON (what `ConsensusWal` stores)."""

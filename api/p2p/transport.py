@@ -132,23 +132,28 @@ class PeerLink:
                 "Content-Type": "application/json",
             }
             started = loop.time()
+            down = False
             try:
                 response = await self.client.post("/p2p/batch", content=body, headers=headers)
                 ok = response.status_code < 300
                 if not ok:
                     log.warning("peer %s refused a batch: %s", self.url, response.text[:200])
-            except httpx.HTTPError as exc:
+            except httpx.TransportError as exc:
                 ok = False
+                down = isinstance(exc, httpx.ConnectError)
                 log.debug("peer %s unreachable: %s", self.url, exc)
             if self._on_sent is not None:
                 self._on_sent(self.address, len(consensus) + len(txs), loop.time() - started)
             if ok:
                 self.up, backoff = True, 0.05
-            else:
-                # Messages to a dead peer are dropped (PBFT recovers them); wait before retrying.
-                # Anything queued meanwhile would be stale on arrival, so it goes too.
-                self.up = False
-                self.dropped += len(consensus) + len(txs) + len(self._consensus) + len(self._txs)
+                continue
+            # The batch is lost (PBFT recovers lost messages by retransmission and view change).
+            self.dropped += len(consensus) + len(txs)
+            self.up = not down
+            if down:
+                # A peer that refuses connections is down: what is queued would be stale on
+                # arrival, so it goes too; wait before trying again.
+                self.dropped += len(self._consensus) + len(self._txs)
                 self._consensus.clear()
                 self._txs.clear()
                 await asyncio.sleep(backoff)
