@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from api.p2p.transport import nodelay_transport
 from api.testing import LocalTestnet
 from ledger.genesis import Params
 from ledger.identity import Keypair
@@ -69,7 +70,7 @@ async def saturation(net: LocalTestnet, txs: list[dict], batch: int, clients: in
     committed_before = await committed_txs(net)
 
     async def client(worker: int) -> None:
-        async with httpx.AsyncClient(timeout=60) as http:
+        async with httpx.AsyncClient(timeout=60, transport=nodelay_transport()) as http:
             while not queue.empty():
                 i, item = queue.get_nowait()
                 node = i % net.n
@@ -119,7 +120,7 @@ async def light_load(net: LocalTestnet, samples: int, key: Keypair) -> dict:
         for i in range(samples)
     ]
     latencies = []
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, transport=nodelay_transport()) as http:
         streams = [
             http.stream("GET", f"{net.url(i)}/api/v1/events", timeout=None) for i in range(net.n)
         ]

@@ -28,6 +28,7 @@ from api.core.metrics import NodeMetrics
 from api.core.peers import Peers
 from api.core.wal import ConsensusWal
 from api.p2p.codec import ConsensusBlock, MessageCodec
+from api.p2p.transport import nodelay_transport
 from ledger.certificate import CommitCertificate
 from ledger.consensus.app import OK, WAIT, Verdict, invalid
 from ledger.consensus.config import ConsensusConfig
@@ -137,7 +138,9 @@ class Node:
             committed_hashes=hashes,
         )
         self.driver = ConsensusDriver(self.replica, self)
-        self._client = httpx.AsyncClient(timeout=self.settings.p2p_timeout_s)
+        self._client = httpx.AsyncClient(
+            timeout=self.settings.p2p_timeout_s, transport=nodelay_transport()
+        )
         self.peers.start()
         self._loops.append(asyncio.create_task(self._tick_loop(), name="consensus-tick"))
         self._loops.append(asyncio.create_task(self._sync_loop(), name="state-sync"))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,20 @@ BATCH_KIND = "p2p-batch"
 FROM_HEADER = "X-Layerchain-From"
 SIG_HEADER = "X-Layerchain-Signature"
 QUEUE_LIMIT = 200_000
+
+
+def nodelay_transport(max_connections: int = 10) -> httpx.AsyncHTTPTransport:
+    """Kept-alive connections with TCP_NODELAY.
+
+    Without it a request written as headers then body waits for the delayed ACK of the first
+    segment (Nagle), adding ~40 ms to every round trip on Linux loopback.
+    """
+    return httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        ),
+        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+    )
 
 
 def batch_signature(key: Keypair, chain_id: str, body: bytes) -> str:
@@ -72,7 +87,7 @@ class PeerLink:
         self.client = httpx.AsyncClient(
             base_url=self.url,
             timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 1.0)),
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=4),
+            transport=nodelay_transport(max_connections=4),
         )
         self.up = True
         self.dropped = 0
