@@ -262,10 +262,13 @@ async def run_detail(request: Request, node: NodeDep, name: str = Path(max_lengt
 
 
 def _run_charts(run: runs.RunDetail) -> list[str]:
-    """Loss-like metrics on one chart, accuracy-like on another, any other metric on its own."""
+    """Loss-like metrics on one chart, accuracy-like on another, any other scaled metric (a
+    `_ppm`, `_bp`... suffix) on its own; plain counters and settings stay in the table."""
     groups: dict[str, list[Series]] = {}
     for s in run.series:
         key = "loss" if "loss" in s.name else "accuracy" if "acc" in s.name else s.name
+        if key == s.name and s.scale == 1:
+            continue
         groups.setdefault(key, []).append(Series(s.name, s.epochs, s.values))
     return [line_chart(group, title=title, x_label="epoch") for title, group in groups.items()]
 
@@ -308,9 +311,12 @@ async def verify_page(
         )
         if isinstance(report, HTMLResponse):
             return report
+    url = node.settings.database_url
+    ledger = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url
     return render(
         request,
         "verify.html",
+        cli=f"layerchain verify {ledger} --genesis {node.settings.genesis_file}",
         head=head,
         start=start or 1,
         end=end or head,

@@ -101,8 +101,13 @@ def run_job_counts(store: Store, run: str) -> dict[str, int]:
     return {status: count for status, count in rows}
 
 
-def replay_command(run: str) -> str:
-    return f"layerchain replay --ledger LEDGER.db --run {run}"
+def replay_command(run: str, database_url: str = "") -> str:
+    """The CLI line that replays `run`, naming this node's ledger file when it is SQLite (its
+    tensor store, `tensors` beside the ledger, is the command's default)."""
+    ledger = "LEDGER.db"
+    if database_url.startswith("sqlite:///") and ":memory:" not in database_url:
+        ledger = database_url.removeprefix("sqlite:///")
+    return f"layerchain replay --ledger {ledger} --run {run}"
 
 
 @router.get("", response_model=RunsOut)
@@ -134,5 +139,5 @@ async def get_run(
         checkpoints=checkpoints,
         series=metric_series(checkpoints),
         job_counts=run_job_counts(store, name),
-        replay_command=replay_command(name),
+        replay_command=replay_command(name, node.settings.database_url),
     )
