@@ -1,9 +1,10 @@
-"""`layerchain train`: train an MLP with the exact kernels, locally (or, later, through a node)."""
+"""`layerchain train`: train an MLP with the exact kernels, locally or through validator nodes."""
 
 from __future__ import annotations
 
 import time
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,7 +32,17 @@ def train(
         bool, typer.Option("--local", help="Run every kernel job in this process.")
     ] = False,
     node: Annotated[
-        str | None, typer.Option(help="Validator URL to post jobs to (network training).")
+        list[str] | None,
+        typer.Option(help="Validator URL to train through; repeat for fail-over."),
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option(help="Funded key paying for the jobs (default ./client.pem).")
+    ] = None,
+    replication: Annotated[
+        int, typer.Option(help="Miners that must agree on each job (network training).")
+    ] = 2,
+    run: Annotated[
+        str | None, typer.Option(help="Run id on the chain (default: dataset, seed, random).")
     ] = None,
     epochs: Annotated[int | None, typer.Option(help="Passes over the training set.")] = None,
     batch: Annotated[int | None, typer.Option(help="Rows per SGD step.")] = None,
@@ -41,16 +52,19 @@ def train(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of initial weights and shuffles.")] = 0,
     shards: Annotated[
-        int, typer.Option(help="Split each batch into this many jobs (same weights for any K).")
-    ] = 1,
+        int | None,
+        typer.Option(
+            help="Split each batch into this many jobs (same weights for any K); default 1 "
+            "locally, 4 through the network."
+        ),
+    ] = None,
     activation: Annotated[
         Activation, typer.Option(help="Hidden-layer activation.")
     ] = Activation.relu,
 ) -> None:
     """Train an MLP with the exact fixed-point kernels; print accuracy and the weights hash."""
-    if not local:
-        where = f" through {node}" if node else ""
-        typer.echo(f"error: network training{where} is not available yet; use --local", err=True)
+    if local == bool(node):
+        typer.echo("error: give either --local or --node URL (network training)", err=True)
         raise typer.Exit(2)
     defaults = DEFAULTS.get(dataset, DEFAULTS["digits"])
     try:
@@ -61,9 +75,21 @@ def train(
             hidden=(hidden if hidden is not None else int(str(defaults["hidden"])),),
             lr=parse_rate(lr if lr is not None else str(defaults["lr"])),
             seed=seed,
-            shards=shards,
+            shards=shards if shards is not None else (1 if local else 4),
             activation=activation.value,
         )
+        if node:
+            from driver import network_commands
+
+            trained = network_commands.train_with_network_progress(
+                config,
+                node,
+                network_commands.resolve_key(key, node),
+                run=run,
+                replication=replication,
+            )
+            network_commands.report(trained)
+            return
         result = _train_with_progress(config)
     except LedgerError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -1,0 +1,126 @@
+"""Training through a real testnet (4 validator processes, 3 miner processes): the weights hash is
+identical to `--local`, every epoch is checkpointed, and `layerchain replay` re-derives the run."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from driver.devnet import Devnet, start_devnet
+from driver.local import LocalRunner
+from driver.network_training import NetworkTrainResult, train_network
+from driver.replay import ReplayMismatch, replay_run
+from driver.training import TrainConfig, train
+from ledger.errors import TensorError
+from ledger.store import Store
+from ledger.tensorstore import TensorStore
+
+pytestmark = pytest.mark.slow
+
+#: Small on purpose: 2 epochs of 3 steps, each step a DAG of 10 jobs over 2 shards.
+CONFIG = TrainConfig(
+    dataset="digits", epochs=2, batch=512, hidden=(8,), lr=Fraction(1, 2), seed=3, shards=2
+)
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
+    net = start_devnet(tmp_path_factory.mktemp("devnet"), miners=3)
+    try:
+        yield net
+    finally:
+        net.processes.close()
+
+
+@pytest.fixture(scope="module")
+def trained(devnet: Devnet) -> NetworkTrainResult:
+    return train_network(CONFIG, devnet.urls, devnet.client_key, run="test-run")
+
+
+def test_network_training_matches_local_bit_for_bit(trained: NetworkTrainResult) -> None:
+    local = train(CONFIG, LocalRunner())
+    assert trained.result.weights_hash == local.weights_hash
+    assert [h.loss for h in trained.result.history] == [h.loss for h in local.history]
+    assert trained.jobs == 2 * 3 * 10
+
+
+def test_every_epoch_is_checkpointed_with_its_model_hash(
+    trained: NetworkTrainResult, devnet: Devnet
+) -> None:
+    store = Store(str(devnet.root / "node1" / "data" / "ledger.db"), create=False)
+    checkpoints = store.checkpoints("test-run")
+    store.close()
+    assert [c["epoch"] for c in checkpoints] == [1, 2]
+    assert checkpoints[-1]["model_hash"] == trained.result.weights_hash
+    metrics = checkpoints[-1]["metrics"]
+    assert metrics["lr_num"] == 1 and metrics["lr_den"] == 2
+    assert metrics["test_accuracy_ppm"] == round(trained.result.test_accuracy * 1_000_000)
+
+
+def test_replay_rederives_the_run_from_a_ledger(
+    trained: NetworkTrainResult, devnet: Devnet
+) -> None:
+    data = devnet.root / "node2" / "data"
+    store = Store(str(data / "ledger.db"), create=False)
+    report = replay_run(store, TensorStore(data / "tensors"), "test-run")
+    store.close()
+    assert report.weights_hash == trained.result.weights_hash
+    assert [e for e, _ in report.checkpoints] == [1, 2]
+    assert report.jobs_checked == trained.jobs
+
+
+def test_replay_cli_confirms_and_fails_on_an_unknown_run(
+    trained: NetworkTrainResult, devnet: Devnet
+) -> None:
+    ledger = devnet.root / "node0" / "data" / "ledger.db"
+    replay = [sys.executable, "-m", "layerchain", "replay", "--ledger", str(ledger)]
+    ok = subprocess.run(
+        [*replay, "--run", "test-run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert re.search(r"2 checkpoints\s+confirmed", ok.stdout)
+    assert trained.result.weights_hash in ok.stdout.replace("\n", "")
+    bad = subprocess.run(
+        [*replay, "--run", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert "has no checkpoint" in bad.stderr
+
+
+def test_replay_detects_a_tampered_tensor_store(
+    trained: NetworkTrainResult, devnet: Devnet, tmp_path: Path
+) -> None:
+    """Swap the first round's batch for another batch: the re-derived outputs must disagree."""
+    import shutil
+
+    data = devnet.root / "node3" / "data"
+    copy = tmp_path / "tensors"
+    shutil.copytree(data / "tensors", copy)
+    store = Store(str(data / "ledger.db"), create=False)
+    jobs = {j.label: j for j in store.list_jobs(run="test-run", limit=1000)}
+    x0 = jobs["r1/fwd0/s0"].inputs[0]["tensor"]
+    x1 = jobs["r1/fwd0/s1"].inputs[0]["tensor"]
+    tensors = TensorStore(copy)
+    path0, path1 = tensors.path(x0), tensors.path(x1)
+    blob0 = path0.read_bytes()
+    path0.write_bytes(path1.read_bytes())
+    try:
+        with pytest.raises((ReplayMismatch, TensorError)):
+            replay_run(store, tensors, "test-run")
+    finally:
+        store.close()
+        path0.write_bytes(blob0)
