@@ -56,3 +56,29 @@ class StableRecord:
 
 
 Record = VoteRecord | PreparedRecord | ViewChangeRecord | NewViewRecord | StableRecord
+
+
+def compact(records: list[Record]) -> list[Record]:
+    """The records a restart still needs: drop what the latest stable checkpoint made obsolete.
+
+    Votes and prepared certificates at or below the stable height are never consulted again, and
+    only the latest VIEW-CHANGE / NEW-VIEW matter. The host may rewrite its log with this at any
+    time (atomically: write the new log, fsync, rename).
+    """
+    stable = max((r.height for r in records if isinstance(r, StableRecord)), default=0)
+    last_view_record = max(
+        (i for i, r in enumerate(records) if isinstance(r, ViewChangeRecord | NewViewRecord)),
+        default=-1,
+    )
+    kept: list[Record] = []
+    for i, r in enumerate(records):
+        if isinstance(r, VoteRecord) and r.height <= stable:
+            continue
+        if isinstance(r, PreparedRecord) and r.cert.height <= stable:
+            continue
+        if isinstance(r, ViewChangeRecord | NewViewRecord) and i != last_view_record:
+            continue
+        if isinstance(r, StableRecord) and r.height != stable:
+            continue
+        kept.append(r)
+    return kept

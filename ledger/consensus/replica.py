@@ -651,12 +651,14 @@ class Replica:
         self._arm_view_timer()
 
     def _stalled(self, snap: _Snapshot) -> bool:
-        if snap.in_flight and self.committed_height == snap.committed_height:
+        """A whole timeout passed without the progress this replica was waiting for."""
+        waiting = [t for t in snap.txs if t in self.pending]
+        if self.committed_height == snap.committed_height and (snap.in_flight or waiting):
             return True
+        # Other blocks commit, but a tx held a whole period ago is still not even proposed:
+        # the primary is ignoring it (censorship).
         in_flight = self._in_flight_txs()
-        # A tx this replica held a whole period ago is still neither proposed nor committed:
-        # the primary is ignoring it (censorship) or cannot make progress.
-        return any(t in self.pending and t not in in_flight for t in snap.txs)
+        return any(t not in in_flight for t in waiting)
 
     # ----------------------------------------------------------------------- view change
     def _start_view_change(self, view: int) -> None:

@@ -81,6 +81,8 @@ class SimSpec:
     bound_ms: int = 30_000
     extra_height: int = 3
     check_certificates: bool = True
+    app_lag: bool = False
+    """The app can only build/check height h once the host executed h - 1 (as the ledger's)."""
 
     def command(self) -> str:
         faults = ",".join(sorted(self.faults)) or "none"
@@ -91,6 +93,8 @@ class SimSpec:
             cmd += f" --fault-ms {self.fault_ms}"
         if not self.check_certificates:
             cmd += " --no-cert-check"
+        if self.app_lag:
+            cmd += " --app-lag"
         return cmd
 
 
@@ -233,7 +237,8 @@ class Simulation:
 
     # ---------------------------------------------------------------------- replica hosts
     def _boot(self, node: _Node) -> None:
-        app: Any = SimApp(node.tx_committed)
+        executed = (lambda: len(node.store)) if self.spec.app_lag else None
+        app: Any = SimApp(node.tx_committed, executed=executed)
         kinds = self.byzantine.get(node.index)
         if kinds is not None and "censor" in kinds:
             app = CensoringApp(app)
@@ -270,6 +275,7 @@ class Simulation:
     def _perform(self, node: _Node, actions: list[Any], raw: bool = False) -> None:
         if node.byz is not None and not raw:
             actions = node.byz.transform(actions)
+        executed = False
         for action in actions:
             if isinstance(action, ev.Persist):
                 node.records.append(action.record)
@@ -290,10 +296,13 @@ class Simulation:
                 node.timer_gen[action.timer_id] = node.timer_gen.get(action.timer_id, 0) + 1
             elif isinstance(action, ev.Commit):
                 self._on_commit(node, action.block, action.certificate)
+                executed = True
             elif isinstance(action, ev.FetchBlocks):
                 if action.peers:
                     peer = self.index[action.peers[0]]
                     self._transmit(node.index, peer, "fetch", (node.index, action.from_height))
+        if executed and self.spec.app_lag:
+            self._step(node, ev.AppReady(len(node.store)))
 
     def _send(self, src: int, dst: int, msg: Any) -> None:
         self.messages += 1
@@ -533,6 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bugs", default="", help=f"plant bugs: {sorted(KNOWN_BUGS)}")
     parser.add_argument("--fault-ms", type=int, default=SimSpec.fault_ms)
     parser.add_argument("--no-cert-check", action="store_true")
+    parser.add_argument("--app-lag", action="store_true", help="app WAITs until h-1 executed")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -545,7 +555,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown bugs {sorted(bugs - KNOWN_BUGS)}")
     seeds = [args.seed] if args.seed is not None else range(args.start, args.start + args.seeds)
     specs = [
-        SimSpec(s, args.n, faults, bugs, args.fault_ms, check_certificates=not args.no_cert_check)
+        SimSpec(
+            s,
+            args.n,
+            faults,
+            bugs,
+            args.fault_ms,
+            check_certificates=not args.no_cert_check,
+            app_lag=args.app_lag,
+        )
         for s in seeds
     ]
     started = time.perf_counter()
