@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from fractions import Fraction
+from typing import Any
 
 import httpx
 import pytest
@@ -44,7 +45,7 @@ def trained(net: Devnet) -> NetworkTrainResult:
     return train_network(CONFIG, net.urls, net.client_key, run="byzantine")
 
 
-def miner_record(net: Devnet, i: int) -> dict[str, object]:
+def miner_record(net: Devnet, i: int) -> dict[str, Any]:
     key = Keypair.load(net.root / "miners" / f"miner{i}.pem")
     account = httpx.get(f"{net.urls[0]}/api/v1/accounts/{key.address}", timeout=10).json()
     return {"address": key.address, "balance": account["balance"], **(account["miner"] or {})}
@@ -80,7 +81,7 @@ def test_the_liar_is_slashed_and_the_honest_are_paid(
         honest = miner_record(net, i)
         assert honest["rejected"] == 0 and honest["slashed"] == 0
         assert honest["earned"] > 0 and honest["accepted"] > 0
-    paid = sum(int(miner_record(net, i)["accepted"]) for i in HONEST)  # type: ignore[call-overload]
+    paid = sum(int(miner_record(net, i)["accepted"]) for i in HONEST)
     assert paid >= trained.jobs  # every job was settled by at least one honest result
 
 
