@@ -214,10 +214,10 @@ def test_verify_view_passes_on_the_good_ledger(page: Any, devnet: Activity) -> N
 
 
 def test_verify_view_names_the_tampered_height(page: Any, devnet: Activity) -> None:
-    """Rewrite a committed transfer's amount in node 3's database (dropping the append-only
-    trigger first, as an attacker with the file would), restart it, and ask its explorer."""
+    """Rewrite a reported loss in a committed checkpoint in node 3's database (dropping the
+    append-only trigger first, as an attacker with the file would), restart it, ask its explorer."""
     net = devnet.net
-    tx = devnet.wait_tx(devnet.txs["transfer"])
+    tx = devnet.wait_tx(devnet.txs["checkpoint2"])
     net.stop(3)
     db = net.home(3) / "data" / "ledger.db"
     conn = sqlite3.connect(db)
@@ -225,7 +225,7 @@ def test_verify_view_names_the_tampered_height(page: Any, devnet: Activity) -> N
     body = conn.execute(
         "SELECT body FROM txs WHERE height = ? AND idx = ?", (tx["height"], tx["index"])
     ).fetchone()[0]
-    forged = body.replace('"amount":5000', '"amount":5')
+    forged = body.replace(f'"loss_ppm":{CURVE[2][0]}', '"loss_ppm":102000')
     assert forged != body
     conn.execute(
         "UPDATE txs SET body = ? WHERE height = ? AND idx = ?", (forged, tx["height"], tx["index"])
