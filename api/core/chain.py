@@ -160,6 +160,8 @@ class Chain:
             admitted_at,
             NONCE_HOLD_S,
         )
+        if not chosen:
+            return None  # everything is held back (nonce gaps, tensors on their way)
         block = make_block(
             chain_id=self.genesis.chain_id,
             height=height,

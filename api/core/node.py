@@ -117,6 +117,7 @@ class Node:
         self._admitted: dict[str, float] = {}
         self._client: httpx.AsyncClient | None = None
         self._inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
+        self._nudge: asyncio.TimerHandle | None = None
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -393,7 +394,7 @@ class Node:
         proposer: str,
         time_ms: int,
     ) -> ConsensusBlock | None:
-        return self.chain.propose(
+        block = self.chain.propose(
             height,
             view,
             prev_hash,
@@ -402,6 +403,22 @@ class Node:
             time_ms,
             lambda tx: self._admitted.get(tx.hash, 0.0),
         )
+        if block is None and height == self.chain.height + 1:
+            # The parent is executed but every pending tx is held back (a nonce gap, a tensor
+            # being fetched): the core waits for AppReady, so ask again shortly.
+            self._nudge_later()
+        return block
+
+    def _nudge_later(self, delay_s: float = 0.05) -> None:
+        if self._nudge is not None:
+            return
+
+        def nudge() -> None:
+            self._nudge = None
+            if self.driver is not None:
+                self.driver.feed([AppReady(self.chain.height)])
+
+        self._nudge = asyncio.get_running_loop().call_later(delay_s, nudge)
 
     def check(self, block: Any, view: int, proposer: str) -> Verdict:
         if not isinstance(block, ConsensusBlock):
