@@ -8,6 +8,7 @@ tx signatures, header hash, tx root and parent link — all with the `ledger` fu
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable
 from pathlib import Path as FsPath
@@ -28,6 +29,7 @@ from ledger.transactions import Tx, check_signature
 
 TEMPLATES = Jinja2Templates(directory=str(FsPath(__file__).parent / "templates"))
 T = TypeVar("T")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 router = APIRouter(include_in_schema=False)
 
@@ -100,6 +102,10 @@ def error_page(request: Request, exc: HTTPException | LedgerError) -> HTMLRespon
     return render(request, "error.html", status_code=status, status=status, detail=detail)
 
 
+def bad_input(request: Request, detail: str) -> HTMLResponse:
+    return render(request, "error.html", status_code=404, status=404, detail=detail)
+
+
 async def guarded(request: Request, call: Awaitable[T]) -> T | HTMLResponse:
     """Await a JSON route function; turn its HTTP error into an HTML error page."""
     try:
@@ -138,7 +144,11 @@ async def block_list(
 
 
 @router.get("/blocks/{ref}", response_class=HTMLResponse)
-async def block_detail(request: Request, node: NodeDep, ref: str = Path(max_length=64)) -> Response:
+async def block_detail(
+    request: Request, node: NodeDep, ref: str = Path(max_length=200)
+) -> Response:
+    if not re.match(certificates_route.BLOCK_REF, ref):
+        return bad_input(request, "give a block height or a block hash (64 lowercase hex)")
     block = await guarded(request, blocks.get_block(node, ref))
     if isinstance(block, HTMLResponse):
         return block
@@ -169,8 +179,10 @@ async def block_detail(request: Request, node: NodeDep, ref: str = Path(max_leng
 
 @router.get("/txs/{tx_hash}", response_class=HTMLResponse)
 async def tx_detail(
-    request: Request, node: NodeDep, tx_hash: str = Path(pattern=r"^[0-9a-f]{64}$")
+    request: Request, node: NodeDep, tx_hash: str = Path(max_length=200)
 ) -> Response:
+    if not HEX64.match(tx_hash):
+        return bad_input(request, "a transaction hash is 64 lowercase hex characters")
     found = await guarded(request, txs.get_tx(node, tx_hash))
     if isinstance(found, HTMLResponse):
         return found
@@ -205,8 +217,10 @@ async def job_list(
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)
 async def job_detail(
-    request: Request, node: NodeDep, job_id: str = Path(pattern=r"^[0-9a-f]{64}$")
+    request: Request, node: NodeDep, job_id: str = Path(max_length=200)
 ) -> Response:
+    if not HEX64.match(job_id):
+        return bad_input(request, "a job id is 64 lowercase hex characters")
     job = await guarded(request, jobs.get_job(node, job_id))
     if isinstance(job, HTMLResponse):
         return job
@@ -217,10 +231,12 @@ async def job_detail(
 async def account_detail(
     request: Request,
     node: NodeDep,
-    address: str = Path(pattern=r"^[0-9a-f]{64}$"),
+    address: str = Path(max_length=200),
     txs_before: str | None = Query(None, max_length=200),
     results_before: str | None = Query(None, max_length=200),
 ) -> Response:
+    if not HEX64.match(address):
+        return bad_input(request, "an address is 64 lowercase hex characters (a public key)")
     account = await accounts.get_account(node, address)
     sent = await guarded(request, feed.account_txs(node, address, before=txs_before, limit=25))
     if isinstance(sent, HTMLResponse):
@@ -282,6 +298,8 @@ async def search_page(
         return render(request, "search.html", q=q, detail=None)
     if node.chain.store.get_run(q) is not None:
         return RedirectResponse(f"/runs/{q}", status_code=303)
+    if q.isdigit() and not q.isascii():  # "²" is a digit to str.isdigit, not to int()
+        return render(request, "search.html", status_code=404, q=q, detail="not a height")
     try:
         found = await search.search(node, q=q[:100])
     except HTTPException as exc:

@@ -22,6 +22,9 @@ from ledger.identity import verify
 
 router = APIRouter(prefix="/certificates", tags=["blocks"])
 
+BLOCK_REF = r"^([0-9]{1,18}|[0-9a-f]{64})$"
+"""A height (ASCII digits only) or a block hash."""
+
 
 class SignatureCheck(BaseModel):
     validator: str
@@ -60,7 +63,8 @@ def _verifies(address: str, chain_id: str, payload: dict[str, object], signature
 
 @router.get("/{ref}", response_model=CertificateCheck, responses=ERROR_RESPONSES)
 async def certificate_check(
-    node: NodeDep, ref: str = Path(max_length=64, description="Height or block hash.")
+    node: NodeDep,
+    ref: str = Path(pattern=BLOCK_REF, description="Height or block hash (64 lowercase hex)."),
 ) -> CertificateCheck:
     """The commit certificate of a block with each validator's signature checked now."""
     height = _resolve(node, ref)

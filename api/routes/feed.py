@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -59,11 +60,15 @@ class ResultFeed(BaseModel):
     """Pass as `before` for the next (older) page: `<updated_height>:<job id>`."""
 
 
+_HEIGHT = re.compile(r"^[0-9]{1,19}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
 def _cursor(raw: str | None, what: str, hex_id: bool) -> tuple[int, Any] | None:
     if raw is None:
         return None
     left, _, right = raw.partition(":")
-    ok = left.isdigit() and (len(right) == 64 if hex_id else right.isdigit())
+    ok = _HEIGHT.match(left) and (_HEX64.match(right) if hex_id else _HEIGHT.match(right))
     if not ok:
         raise HTTPException(422, f"before must be '{what}' as given in next_before")
     return int(left), (right if hex_id else int(right))

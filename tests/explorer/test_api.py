@@ -254,6 +254,22 @@ def test_unknown_things_get_an_html_404(app: App) -> None:
         assert "Not found" in response.text
 
 
+def test_malformed_references_get_a_clear_answer_not_a_500(app: App) -> None:
+    for path in ("/blocks/²", "/blocks/xyz", "/txs/xyz", "/jobs/ABC", "/accounts/nothex"):
+        response = app.get(path)
+        assert response.status_code == 404, path
+        assert "64 lowercase hex" in response.text, path
+    assert app.get("/search", params={"q": "²"}).status_code == 404
+    for path in (
+        "/api/v1/certificates/²",
+        "/api/v1/feed/jobs?before=²:x",
+        "/api/v1/feed/txs/" + "a" * 64 + "?before=1:²",
+    ):
+        response = app.get(path)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["detail"]
+
+
 def test_search_redirects_to_the_page(app: App, demo: DemoChain) -> None:
     cases = {
         "7": "/blocks/7",
