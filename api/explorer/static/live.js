@@ -40,11 +40,33 @@
   function esc(s) { return String(s).replace(/[&<>"]/g, function (c) {
     return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" }[c]; }); }
 
+  // The home page's tiles (rate, validators up, view), refreshed at most every TILES_MS.
+  var TILES_MS = 3000, tilesAt = 0;
+  function refreshTiles() {
+    var rate = document.getElementById("tx-rate");
+    if (!rate || Date.now() - tilesAt < TILES_MS) return;
+    tilesAt = Date.now();
+    fetch("/api/v1/stats/overview?blocks=1&jobs=0", { cache: "no-store" })
+      .then(function (r) { return r.ok ? r.json() : null; })
+      .then(function (o) {
+        if (!o) return;
+        rate.firstChild.textContent = o.rate.txs_per_s + " ";
+        var up = document.getElementById("validators-up");
+        if (up) up.textContent = o.validators_up + " / " + o.validators;
+        var view = document.getElementById("view");
+        if (view) view.textContent = o.view;
+      })
+      .catch(function () {});
+  }
+
   // b: {height, hash, n_txs, proposer, view, time_ms}
   function addBlock(b) {
     if (b.height <= lastHeight) return;
     lastHeight = b.height;
     if (heightEl) heightEl.textContent = b.height;
+    var headTime = document.getElementById("head-time");
+    if (headTime) headTime.textContent = "last block " + ago(b.time_ms);
+    refreshTiles();
     if (!table || table.hasAttribute("data-static")) return;
     var tr = document.createElement("tr");
     tr.setAttribute("data-height", b.height);
