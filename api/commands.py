@@ -58,7 +58,7 @@ def write_testnet(
     genesis = Genesis(
         chain_id=chain_id,
         validators=tuple(
-            Validator(k.address, f"node{i}", f"http://{host}:{ports[i]}")
+            Validator(k.address, f"node{i}", f"http://{host.format(i=i)}:{ports[i]}")
             for i, k in enumerate(keys)
         ),
         params=params or Params(),
@@ -75,7 +75,7 @@ def write_testnet(
         key.save(home / "node_key.pem")
         shutil.copyfile(out / "genesis.json", home / "genesis.json")
         (home / CONFIG_FILE).write_text(
-            f'name = "node{i}"\nhost = "{host}"\nport = {ports[i]}\n'
+            f'name = "node{i}"\nhost = "{host.format(i=i)}"\nport = {ports[i]}\n'
             'genesis_file = "genesis.json"\nkey_file = "node_key.pem"\n'
         )
     return genesis
@@ -87,11 +87,22 @@ def testnet(
     miners: Annotated[int, typer.Option("--miners", "-m", help="Funded miner keys.")] = 3,
     base_port: Annotated[int, typer.Option("--base-port", help="Port of node0; +1 each.")] = 26600,
     chain_id: Annotated[str, typer.Option("--chain-id")] = "layerchain-testnet",
-    host: Annotated[str, typer.Option("--host", help="Host in the validators' URLs.")] = (
-        "127.0.0.1"
-    ),
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="Host in the validators' URLs; {i} becomes the validator's index "
+            "(docker compose: validator{i}).",
+        ),
+    ] = "127.0.0.1",
+    keep_existing: Annotated[
+        bool, typer.Option("--keep-existing", help="Exit 0 if OUT already holds a testnet.")
+    ] = False,
 ) -> None:
     """Write keys, genesis.json and a home folder per validator, like `cometbft testnet`."""
+    if keep_existing and (out / "genesis.json").exists():
+        typer.echo(f"{out} already holds a testnet; keeping it")
+        return
     genesis = write_testnet(out, validators, miners, base_port, chain_id, host)
     typer.echo(f"wrote testnet {genesis.chain_id} ({genesis.n} validators, f={genesis.f}) to {out}")
     for i, v in enumerate(genesis.validators):

@@ -22,6 +22,10 @@ def miner(
         typer.Option("--node", help="Validator URL; repeat for fail-over between nodes."),
     ],
     key: Annotated[Path, typer.Option("--key", help="The miner's key file (PEM).")],
+    create_key: Annotated[
+        bool,
+        typer.Option("--create-key", help="Create the key file if missing (scaled containers)."),
+    ] = False,
     workers: Annotated[int, typer.Option("--workers", help="Jobs computed at once.")] = 2,
     stats: Annotated[
         Path | None, typer.Option("--stats", help="Write counters and earnings here as JSON.")
@@ -46,6 +50,9 @@ def miner(
     )
     if byzantine is not None and byzantine not in BYZANTINE_MODES:
         raise typer.BadParameter(f"--byzantine must be one of {BYZANTINE_MODES}")
+    if not key.is_file() and create_key:
+        key.parent.mkdir(parents=True, exist_ok=True)
+        Keypair.generate().save(key)
     if not key.is_file():
         typer.echo(
             f"error: key file {key} does not exist (create one: layerchain keygen)", err=True
