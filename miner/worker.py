@@ -21,6 +21,7 @@ computes nothing and tries to commit the commitment another miner already commit
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import secrets
@@ -68,7 +69,7 @@ class MinerConfig:
     byzantine: str | None = None
     """Test-only misbehaviour: `lie` or `copy`."""
     simulate_ms: int = 0
-    """Benchmarks only: sleep this long instead of computing... after computing (adds latency)."""
+    """Benchmarks only: also sleep this long per job (stands in for heavy compute)."""
 
 
 @dataclass
@@ -229,7 +230,11 @@ class Miner:
                 self._spawn(self._reveal(job_id, record))
         if self._stopping:
             return
-        self._backlog = [j for j in work["commit"] if j["id"] not in self._taken]
+        fresh = [j for j in work["commit"] if j["id"] not in self._taken]
+        # Spread miners over the open jobs: fewest commitments first, then an order of our own
+        # (a hash of our address and the job), so r miners, not all of them, race for each job.
+        fresh.sort(key=lambda j: (len(j["committed_miners"]), _preference(self.address, j["id"])))
+        self._backlog = fresh
         self._fill_workers()
 
     def _fill_workers(self) -> None:
@@ -392,6 +397,10 @@ class Miner:
             tmp = self.config.stats_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
             tmp.replace(self.config.stats_file)
+
+
+def _preference(address: str, job_id: str) -> bytes:
+    return hashlib.sha256(bytes.fromhex(address) + bytes.fromhex(job_id)).digest()
 
 
 def _corrupt(tensor: Tensor) -> Tensor:
