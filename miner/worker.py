@@ -268,20 +268,22 @@ class Miner:
     # ------------------------------------------------------------------------------ jobs
 
     async def _inputs(self, job: dict[str, Any]) -> list[Tensor]:
-        tensors = []
-        for tensor_hash in job["input_hashes"]:
-            if tensor_hash is None:
-                raise LedgerError(f"job {job['id'][:16]}… lists an input that has not settled")
-            tensor = self._cache.get(tensor_hash)
-            if tensor is None:
-                tensor = await self.client.get_tensor(tensor_hash)
-                self._cache[tensor_hash] = tensor
-                if len(self._cache) > TENSOR_CACHE:
-                    self._cache.popitem(last=False)
-            else:
-                self._cache.move_to_end(tensor_hash)
-            tensors.append(tensor)
-        return tensors
+        """The job's input tensors (downloaded in parallel, each checked against its hash)."""
+        hashes: list[str | None] = job["input_hashes"]
+        if any(h is None for h in hashes):
+            raise LedgerError(f"job {job['id'][:16]}… lists an input that has not settled")
+        return list(await asyncio.gather(*(self._tensor(str(h)) for h in hashes)))
+
+    async def _tensor(self, tensor_hash: str) -> Tensor:
+        tensor = self._cache.get(tensor_hash)
+        if tensor is not None:
+            self._cache.move_to_end(tensor_hash)
+            return tensor
+        tensor = await self.client.get_tensor(tensor_hash)
+        self._cache[tensor_hash] = tensor
+        if len(self._cache) > TENSOR_CACHE:
+            self._cache.popitem(last=False)
+        return tensor
 
     async def _work(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
@@ -297,7 +299,7 @@ class Miner:
         self.stats.computed += 1
         if self.config.byzantine == "lie":
             outputs = [_corrupt(outputs[0]), *outputs[1:]]
-        hashes = [await self.client.put_tensor(t) for t in outputs]
+        hashes = list(await asyncio.gather(*(self.client.put_tensor(t) for t in outputs)))
         assert self.sender is not None
         if job["replication"] == 1:
             await self._send(SUBMIT_RESULT, submit_body(job_id, hashes))
