@@ -5,7 +5,7 @@ Host interface (see events.py for the ordering contract and docs/PROTOCOL.md sec
     replica = Replica(config, key, app, records=..., committed_height=..., committed_hashes=...)
     actions = replica.start()
     actions = replica.step(Received(msg) | ClientTx(...) | TimerFired(id) | TimeAdvanced(ms)
-                           | BlocksFetched(...) | AppReady(height))
+                           | BlocksFetched(...) | AppReady(height) | PeersAhead(height, peers))
 
 Actions: Send, Broadcast, SetTimer, CancelTimer, Persist, Commit, FetchBlocks.
 """
@@ -22,6 +22,7 @@ from ledger.consensus.events import (
     Commit,
     Event,
     FetchBlocks,
+    PeersAhead,
     Persist,
     Received,
     Send,
@@ -66,6 +67,7 @@ __all__ = [
     "FETCH_TIMER",
     "FetchBlocks",
     "NewView",
+    "PeersAhead",
     "Persist",
     "PrePrepare",
     "Prepare",

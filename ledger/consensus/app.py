@@ -66,8 +66,10 @@ class Application(Protocol):
         """Build the block at `height` from (a subset of) `txs`, or None to WAIT.
 
         `txs` are (tx_hash, tx) pairs the core holds that are neither committed nor in an
-        uncommitted ancestor. WAIT (None) means the host cannot build the block yet (its header
-        needs the state after height - 1); the core retries on `AppReady`.
+        uncommitted ancestor (at most max_block_txs of them, oldest first). None means WAIT: the
+        host cannot build the block yet (its header needs the state after height - 1) or none
+        of `txs` may go in now; the core retries on `AppReady`, on the next commit and on the
+        next client tx.
         """
         ...
 

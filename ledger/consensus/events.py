@@ -81,7 +81,19 @@ class AppReady:
     height: int
 
 
-Event = Received | ClientTx | TimerFired | TimeAdvanced | BlocksFetched | AppReady
+@dataclass(frozen=True)
+class PeersAhead:
+    """The host learned (e.g. from peers' status) that `peers` have committed up to `height`.
+
+    The replica starts (or extends) state transfer towards `height`; since every fetched block is
+    checked against its certificate, a peer that lies about its height only wastes a fetch.
+    """
+
+    height: int
+    peers: tuple[str, ...]
+
+
+Event = Received | ClientTx | TimerFired | TimeAdvanced | BlocksFetched | AppReady | PeersAhead
 
 
 # ---------------------------------------------------------------------------------- actions

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from ledger.certificate import CommitCertificate, verify_certificate
@@ -158,6 +159,8 @@ class Replica:
         self.fetch_target = 0
         self.fetch_peers: tuple[str, ...] = ()
 
+        self._in_flight: set[str] | None = None
+
         self.anomalies: list[str] = []
         """Things that can only happen if more than f replicas are faulty (or a bug)."""
 
@@ -201,6 +204,10 @@ class Replica:
             self._on_blocks_fetched(event)
         elif isinstance(event, ev.AppReady):
             self._on_app_ready()
+        elif isinstance(event, ev.PeersAhead):
+            members = tuple(p for p in event.peers if p in self._members)
+            if members and isinstance(event.height, int):
+                self._start_fetch(event.height, members)
         return self._take()
 
     # ------------------------------------------------------------------------- restoring
@@ -260,11 +267,14 @@ class Replica:
         return pp.block_hash if pp is not None else None
 
     def _in_flight_txs(self) -> set[str]:
-        seen: set[str] = set()
-        for height, pp in self.accepted.items():
-            if height > self.committed_height:
-                seen.update(pp.block.tx_hashes)
-        return seen
+        """Txs of accepted, uncommitted blocks (cached: asked for on every client tx)."""
+        if self._in_flight is None:
+            seen: set[str] = set()
+            for height, pp in self.accepted.items():
+                if height > self.committed_height:
+                    seen.update(pp.block.tx_hashes)
+            self._in_flight = seen
+        return self._in_flight
 
     # -------------------------------------------------------------------------- messages
     def _on_message(self, msg: Any) -> None:
@@ -344,6 +354,7 @@ class Replica:
 
     def _accept(self, pp: PrePrepare) -> None:
         self.accepted[pp.height] = pp
+        self._in_flight = None
         if not self.is_primary:
             if not self._vote("prepare", pp.view, pp.height, pp.block_hash):
                 self.anomalies.append(f"refused to prepare twice at {pp.view}/{pp.height}")
@@ -459,6 +470,7 @@ class Replica:
         self._out.append(ev.Commit(block, cert))
         self.committed_height = height
         self.hashes[height] = block.hash
+        self._in_flight = None
         for tx_hash in block.tx_hashes:
             self.pending.pop(tx_hash, None)
         self.backoff = 0
@@ -503,14 +515,19 @@ class Replica:
             if parent is None:
                 return
             in_flight = self._in_flight_txs()
-            txs = [(h, tx) for h, tx in self.pending.items() if h not in in_flight]
+            fresh = ((h, tx) for h, tx in self.pending.items() if h not in in_flight)
+            txs = list(islice(fresh, self.cfg.max_block_txs))
             if not txs:
+                return
+            if height > self.committed_height + 1 and len(txs) < self.cfg.max_block_txs:
+                # Batching: while a block is in flight, wait for a full block (or for the commit
+                # that empties the pipeline) rather than proposing one block per tx.
                 return
             block = self.app.propose(
                 height,
                 self.view,
                 parent,
-                txs[: self.cfg.max_block_txs],
+                txs,
                 self.address,
                 self.now_ms,
             )
@@ -591,6 +608,7 @@ class Replica:
     def _collect_garbage(self) -> None:
         """Forget everything at or below the stable checkpoint (it is final and provable)."""
         s = self.stable_height
+        self._in_flight = None
         self.accepted = {h: p for h, p in self.accepted.items() if h > s}
         self.early = {k: p for k, p in self.early.items() if k[1] > s}
         self.prepared = {h: c for h, c in self.prepared.items() if h > s}
@@ -671,6 +689,7 @@ class Replica:
         self.snapshot = None
         self.new_view = None
         self.accepted = {}
+        self._in_flight = None
         self.early = {k: p for k, p in self.early.items() if k[0] >= view}
         self.waiting_app = False
         prepared = tuple(self.prepared[h] for h in sorted(self.prepared))
@@ -762,6 +781,7 @@ class Replica:
         self.my_vc = None
         self.snapshot = None
         self.accepted = {}
+        self._in_flight = None
         self.view_changes = {s: v for s, v in self.view_changes.items() if v.view > nv.view}
         self._drop_old_views()
         self.early = {k: p for k, p in self.early.items() if k[0] >= nv.view}

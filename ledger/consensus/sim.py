@@ -152,7 +152,7 @@ class Simulation:
             genesis_hash=digest({"sim-genesis": n}),
             checkpoint_interval=4,
             watermark_window=8,
-            max_block_txs=8,
+            max_block_txs=3,
             view_timeout_ms=300,
             max_backoff_exponent=4,
             fetch_timeout_ms=300,

@@ -45,13 +45,11 @@ class SimBlock:
     time_ms: int
     txs: tuple[tuple[str, Any], ...]
     hash: str = field(init=False, compare=False)
+    tx_hashes: tuple[str, ...] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hash", digest(self.to_wire()))
-
-    @property
-    def tx_hashes(self) -> tuple[str, ...]:
-        return tuple(h for h, _ in self.txs)
+        object.__setattr__(self, "tx_hashes", tuple(h for h, _ in self.txs))
 
     def to_wire(self) -> dict[str, Any]:
         return {

@@ -318,3 +318,12 @@ def test_constructor_rejects_unknown_bugs_and_foreign_keys(net: Net) -> None:
         net.boot(0, bugs=frozenset({"typo"}))
     with pytest.raises(ValueError, match="not in the validator set"):
         Replica(net.cfg, Keypair.from_seed(b"\x42" * 32), SimApp(set().__contains__))
+
+
+def test_peers_ahead_starts_state_transfer_from_validators_only(net: Net) -> None:
+    outsider = Keypair.from_seed(b"\x43" * 32).address
+    assert net.step(3, ev.PeersAhead(5, (outsider,))) == []
+    actions = net.step(3, ev.PeersAhead(5, (outsider, net.addresses[1])))
+    (fetch,) = [a for a in actions if isinstance(a, ev.FetchBlocks)]
+    assert fetch == ev.FetchBlocks(1, (net.addresses[1],))
+    assert net.replicas[3].fetch_target == 5
