@@ -28,6 +28,7 @@ from ledger.consensus.replica import Replica  # noqa: E402
 from ledger.consensus.sim import sim_key  # noqa: E402
 from ledger.consensus.simapp import SimApp, make_tx  # noqa: E402
 from ledger.encoding import digest  # noqa: E402
+from ledger.identity import verify_raw  # noqa: E402
 
 
 def run(n: int, blocks: int, per_block: int, shared_verifier: bool) -> dict[str, float]:
@@ -82,13 +83,30 @@ def run(n: int, blocks: int, per_block: int, shared_verifier: bool) -> dict[str,
     elapsed = time.perf_counter() - started
     top = min(heights)
     assert top > 0 and len({r.hashes.get(top) for r in replicas}) == 1
+    verifiers = {id(r.verifier): r.verifier for r in replicas}.values()
     return {
+        "verifies_per_block_per_replica": sum(v.misses for v in verifiers) / top / n,
         "blocks": top,
         "blocks_per_s": top / elapsed,
         "messages_per_block": messages / top,
         "ms_per_block_per_replica": 1000 * elapsed / top / n,
         "txs_per_s": len(committed[0]) / elapsed,
     }
+
+
+def crypto_costs() -> tuple[float, float]:
+    """Microseconds per Ed25519 sign and verify on this machine right now (for calibration)."""
+    key = sim_key(0)
+    rounds = 500
+    started = time.perf_counter()
+    signature = ""
+    for i in range(rounds):
+        signature = key.sign_raw(b"calibration %d" % i)
+    signed = time.perf_counter()
+    for _ in range(rounds):
+        verify_raw(key.address, b"calibration %d" % (rounds - 1), signature)
+    verified = time.perf_counter()
+    return 1e6 * (signed - started) / rounds, 1e6 * (verified - signed) / rounds
 
 
 def main() -> None:
@@ -100,9 +118,11 @@ def main() -> None:
         f"pure PBFT core, {args.blocks} blocks of {args.txs_per_block} txs, "
         "whole cluster on one core"
     )
+    sign_us, verify_us = crypto_costs()
+    print(f"Ed25519 on this machine now: sign {sign_us:.0f} us, verify {verify_us:.0f} us")
     header = (
         f"{'n':>3} {'verifier':>10} {'blocks/s':>9} {'txs/s':>8} {'msgs/block':>11} "
-        f"{'ms/block/replica':>17}"
+        f"{'verifies/block/replica':>23} {'ms/block/replica':>17}"
     )
     print(header)
     for n in (4, 7, 10):
@@ -111,6 +131,7 @@ def main() -> None:
             print(
                 f"{n:>3} {'shared' if shared else 'per-node':>10} {r['blocks_per_s']:>9.1f} "
                 f"{r['txs_per_s']:>8.0f} {r['messages_per_block']:>11.1f} "
+                f"{r['verifies_per_block_per_replica']:>23.1f} "
                 f"{r['ms_per_block_per_replica']:>17.2f}"
             )
 
