@@ -224,7 +224,11 @@ async def job_detail(
     job = await guarded(request, jobs.get_job(node, job_id))
     if isinstance(job, HTMLResponse):
         return job
-    return render(request, "job.html", job=job, api=f"/api/v1/jobs/{job_id}")
+    sent = await feed.job_txs(node, job_id)
+    by_miner: dict[str, list[feed.TxRow]] = {}
+    for tx in sent.txs:
+        by_miner.setdefault(tx.sender, []).append(tx)
+    return render(request, "job.html", job=job, txs=by_miner, api=f"/api/v1/jobs/{job_id}")
 
 
 @router.get("/accounts/{address}", response_class=HTMLResponse)

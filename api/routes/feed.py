@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +23,9 @@ from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
 from api.routes.jobs import JobOut, ResultOut, job_out
 from ledger import schema
+from ledger.state import Job
 from ledger.store import Store, _result_dict
+from ledger.transactions import COMMIT_RESULT, REVEAL_RESULT, SUBMIT_RESULT
 
 router = APIRouter(prefix="/feed", tags=["feed"])
 
@@ -113,6 +116,68 @@ async def account_txs(
     ]
     nxt = f"{rows[-1].height}:{rows[-1].index}" if len(rows) == limit else None
     return TxFeed(txs=rows, next_before=nxt)
+
+
+RESULT_TYPES = (COMMIT_RESULT, REVEAL_RESULT, SUBMIT_RESULT)
+
+
+def job_result_txs(store: Store, job: Job, head: int) -> list[TxRow]:
+    """The commit / reveal / submit txs sent for `job` by the miners who have a result on it.
+
+    Found through `ix_txs_sender` (sender, height) within the job's life (posting to final
+    height), so the cost is bounded by those miners' txs in that window, not by the chain.
+    """
+    miners = sorted(set(job.commits) | set(job.reveals))
+    if not miners:
+        return []
+    t, r = schema.txs, schema.receipts
+    last = job.settled_height or head
+    query = (
+        select(
+            t.c.hash,
+            t.c.type,
+            t.c.sender,
+            t.c.nonce,
+            t.c.height,
+            t.c.idx,
+            t.c.body,
+            r.c.ok,
+            r.c.code,
+            r.c.message,
+        )
+        .join(r, and_(r.c.height == t.c.height, r.c.idx == t.c.idx))
+        .where(t.c.sender.in_(miners), t.c.height.between(job.posted_height, last))
+        .where(t.c.type.in_(RESULT_TYPES))
+        .order_by(t.c.height, t.c.idx)
+    )
+    with store.engine.connect() as conn:
+        rows = conn.execute(query).all()
+    return [
+        TxRow(
+            tx_hash=row.hash,
+            type=row.type,
+            sender=row.sender,
+            nonce=row.nonce,
+            height=row.height,
+            index=row.idx,
+            ok=bool(row.ok),
+            code=row.code,
+            message=row.message,
+        )
+        for row in rows
+        if json.loads(row.body).get("job_id") == job.id
+    ]
+
+
+@router.get("/jobs/{job_id}/txs", response_model=TxFeed, responses=ERROR_RESPONSES)
+async def job_txs(
+    node: NodeDep, job_id: str = Path(pattern=ADDRESS, description="Job id.")
+) -> TxFeed:
+    """Every miner's commit, reveal or submit tx for one job, in chain order, with receipts."""
+    job = node.chain.store.get_job(job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return TxFeed(txs=job_result_txs(node.chain.store, job, node.chain.height), next_before=None)
 
 
 def miner_results(

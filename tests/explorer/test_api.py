@@ -199,6 +199,21 @@ def test_feeds_page_without_overlap(app: App, demo: DemoChain) -> None:
     assert len(set(ids)) == 6 and ids[0] == demo.expired_job
 
 
+def test_job_txs_are_each_miners_commit_and_reveal(app: App, demo: DemoChain) -> None:
+    body = app.get(f"/api/v1/feed/jobs/{demo.disputed_job}/txs").json()
+    kinds = sorted((t["sender"] == demo.liar, t["type"]) for t in body["txs"])
+    assert kinds == [
+        (False, "commit_result"),
+        (False, "reveal_result"),
+        (True, "commit_result"),
+        (True, "reveal_result"),
+    ]
+    assert all(t["ok"] for t in body["txs"])
+    html = app.get(f"/jobs/{demo.disputed_job}").text
+    for t in body["txs"]:
+        assert f"/txs/{t['tx_hash']}" in html
+
+
 def test_miner_csv_lists_every_result(app: App, demo: DemoChain) -> None:
     response = app.get(f"/api/v1/feed/results/{demo.liar}/csv")
     assert response.headers["content-type"].startswith("text/csv")

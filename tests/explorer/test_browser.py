@@ -99,7 +99,7 @@ def test_job_pages_tell_how_each_job_settled(page: Any, devnet: Activity) -> Non
     page.goto(f"{devnet.url}/jobs/{devnet.jobs['disputed']}")
     assert page.locator("#settlement").inner_text() == "reexecuted"
     assert "re-executed" in page.locator("#settle-story").inner_text()
-    verdicts = cell_texts(page, "#results tr.result td:nth-child(4)")
+    verdicts = cell_texts(page, "#results tr.result td:nth-child(5)")
     assert sorted(verdicts) == ["right", "wrong"]
     liar = devnet.miners[2].address
     assert liar[:8] in page.locator("#results").inner_text()
@@ -111,7 +111,7 @@ def test_job_pages_tell_how_each_job_settled(page: Any, devnet: Activity) -> Non
 
     page.goto(f"{devnet.url}/jobs/{devnet.jobs['agreed']}")
     assert page.locator("#settlement").inner_text() == "agreed"
-    assert sorted(cell_texts(page, "#results tr.result td:nth-child(4)")) == ["right", "right"]
+    assert sorted(cell_texts(page, "#results tr.result td:nth-child(5)")) == ["right", "right"]
 
     page.goto(f"{devnet.url}/jobs/{devnet.jobs['dag']}")
     page.click("#inputs a.dag-input")
