@@ -63,6 +63,10 @@ class Mempool:
         self._by_signature[tx.signature] = tx
         return True
 
+    def pending_of(self, sender: str) -> int:
+        """How many of `sender`'s txs wait here."""
+        return sum(1 for entry in self._txs.values() if entry.tx.sender == sender)
+
     def lookup(self, raw: object) -> Tx | None:
         """The pooled Tx whose wire form is exactly `raw`, if any.
 

@@ -118,6 +118,9 @@ class Node:
         self._client: httpx.AsyncClient | None = None
         self._inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
         self._nudge: asyncio.TimerHandle | None = None
+        self._unfed: deque[Tx] = deque()
+        self._fed: set[str] = set()
+        self.feed_window = 2 * self.genesis.params.max_block_txs
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -289,6 +292,9 @@ class Node:
             if admitted is not None:
                 self.metrics.commit_latency.observe(now - admitted)
         self.mempool.remove_committed(hashes)
+        self._fed.difference_update(hashes)
+        if self._unfed:
+            self._to_core([])
         self.metrics.block_apply.observe(elapsed)
         self.metrics.blocks.inc()
         self.metrics.txs_committed.inc(len(hashes))
@@ -489,9 +495,28 @@ class Node:
         if state == "accepted":
             self.metrics.txs_accepted.labels(source=source).inc()
             self.peers.gossip_txs([tx.to_dict()])
-            assert self.driver is not None
-            self.driver.feed([ClientTx(tx.hash, tx)])
+            self._to_core([tx])
         return tx.hash, state
+
+    def _to_core(self, txs: list[Tx]) -> None:
+        """Hand admitted txs to the core, keeping at most `feed_window` of them uncommitted there.
+
+        The core treats a tx it has held for a whole view timeout without seeing it proposed as
+        censored and changes view. Under a backlog bigger than a few blocks that would be a false
+        alarm (every tx is served in arrival order, just not yet), so the excess waits here and
+        is handed over as blocks commit.
+        """
+        self._unfed.extend(txs)
+        events: list[Any] = []
+        while self._unfed and len(self._fed) < self.feed_window:
+            tx = self._unfed.popleft()
+            if tx.hash in self.chain.committed or tx.hash in self._fed:
+                continue
+            self._fed.add(tx.hash)
+            events.append(ClientTx(tx.hash, tx))
+        if events:
+            assert self.driver is not None
+            self.driver.feed(events)
 
     def submit_txs(self, raws: list[Any], source: str = "rest") -> list[dict[str, Any]]:
         """Admit many txs; each gets its own verdict. One gossip batch, one core step batch."""
@@ -516,15 +541,14 @@ class Node:
                 continue
             results.append({"tx_hash": tx.hash, "accepted": True, "status": state, "error": None})
             if state == "accepted":
-                events.append(ClientTx(tx.hash, tx))
+                events.append(tx)
                 gossip.append(tx.to_dict())
         self.metrics.txs_accepted.labels(source=source).inc(len(events))
         self.metrics.txs_rejected.labels(source=source).inc(rejected)
         if gossip and source != "gossip":
             self.peers.gossip_txs(gossip)
         if events:
-            assert self.driver is not None
-            self.driver.feed(events)
+            self._to_core(events)
         return results
 
     async def receive_batch(self, sender: str, body: bytes) -> tuple[int, int]:
@@ -605,7 +629,7 @@ class Node:
             "last_block_time_ms": head.time_ms,
             "view": view,
             "primary": primary,
-            "mempool_txs": len(replica.pending) if replica is not None else len(self.mempool),
+            "mempool_txs": len(self.mempool),
             "peers_up": sum(1 for link in self.peers.reachable() if link.up),
             "validators": self.genesis.n,
             "syncing": bool(replica is not None and replica.fetch_target > head.height),

@@ -56,10 +56,7 @@ async def get_account(
     """Balance and next nonce of any address (unknown addresses hold zero), plus miner stats."""
     state = node.chain.state
     stats = state.miners.get(address)
-    pending = 0
-    replica = node.replica
-    if replica is not None:
-        pending = sum(1 for tx in replica.pending.values() if tx.sender == address)
+    pending = node.mempool.pending_of(address)
     return AccountOut(
         address=address,
         balance=state.balance(address),
