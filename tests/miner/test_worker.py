@@ -131,3 +131,46 @@ def test_a_lying_miner_is_slashed_and_its_result_never_settles(tmp_path: Path) -
             assert honest["miner"]["accepted"] == 3 and honest["miner"]["rejected"] == 0
 
     asyncio.run(scenario())
+
+
+def test_stopping_finishes_started_jobs_and_reveals_what_was_committed(tmp_path: Path) -> None:
+    """Stop one miner as soon as it has committed: it must still reveal (never `missed`)."""
+
+    async def scenario() -> None:
+        async with in_process_chain(tmp_path) as chain:
+            client = NodeClient([BASE], transport=chain.transport)
+            stop_a, stop_b = asyncio.Event(), asyncio.Event()
+            a = Miner(
+                NodeClient([BASE], transport=chain.transport),
+                chain.miner_keys[0],
+                MinerConfig(poll_wait_s=1, grace_s=20),
+            )
+            others = [  # two more miners, so every job still finds two committers
+                Miner(
+                    NodeClient([BASE], transport=chain.transport),
+                    chain.miner_keys[i],
+                    MinerConfig(poll_wait_s=1),
+                )
+                for i in (1, 2)
+            ]
+            task_a = asyncio.create_task(a.run(stop_a))
+            task_b = [asyncio.create_task(m.run(stop_b)) for m in others]
+            ids, expected = await _post_jobs(chain, client, 3, 2)
+            while a.stats.committed == 0:
+                await asyncio.sleep(0.005)
+            stop_a.set()
+            stats_a = await task_a
+            settled = await _wait_settled(client, ids)
+            stop_b.set()
+            await asyncio.gather(*task_b)
+            assert [settled[i]["outputs"] for i in ids] == expected
+            assert stats_a.abandoned == 0
+            assert stats_a.revealed + stats_a.lost == stats_a.committed >= 1
+            record = (await client.account(a.address))["miner"]
+            assert record["missed"] == 0 and record["rejected"] == 0
+            assert record["accepted"] == stats_a.revealed
+            for m in (a, *others):
+                await m.client.aclose()
+            await client.aclose()
+
+    asyncio.run(scenario())
