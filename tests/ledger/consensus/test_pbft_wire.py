@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from conftest import Net
 
-from ledger.consensus.messages import Commit, NewView, PrePrepare
+from ledger.consensus.messages import Commit, NewView, PrePrepare, fast_signing_bytes
 from ledger.consensus.records import (
     PreparedRecord,
     StableRecord,
@@ -24,7 +24,7 @@ from ledger.consensus.wire import (
     record_from_wire,
     record_to_wire,
 )
-from ledger.encoding import canonical_json, parse_json
+from ledger.encoding import canonical_json, parse_json, signing_bytes
 from ledger.errors import EncodingError
 
 
@@ -171,3 +171,25 @@ def test_compact_keeps_only_what_a_restart_needs() -> None:
     assert rebuilt.view == net.replicas[1].view
     assert rebuilt.stable_height == stable
     assert rebuilt.sent == net.replicas[1].sent
+
+
+def test_fast_signing_bytes_are_exactly_the_canonical_signing_bytes() -> None:
+    net = _view_change_history()
+    chain = net.cfg.chain_id
+    seen = 0
+    for msgs in net.sent:
+        for msg in msgs:
+            fresh = type(msg)(**{k: v for k, v in msg.__dict__.items() if not k.startswith("_")})
+            assert fresh.signed_bytes(chain) == signing_bytes(msg.KIND, chain, msg.payload())
+            seen += 1
+    assert seen > 10
+    odd = {"flag": True, "blob": b"\x01", "n": 2**70, "x": [1, "é"]}
+    for key, value in odd.items():
+        payload = {key: value}
+        try:
+            expected = signing_bytes("k", chain, payload)
+        except EncodingError:
+            with pytest.raises(EncodingError):
+                fast_signing_bytes("k", chain, payload)
+            continue
+        assert fast_signing_bytes("k", chain, payload) == expected
