@@ -32,7 +32,7 @@ from api.p2p.transport import nodelay_transport
 from ledger.certificate import CommitCertificate
 from ledger.consensus.app import OK, WAIT, Verdict, invalid
 from ledger.consensus.config import ConsensusConfig
-from ledger.consensus.events import AppReady, BlocksFetched, ClientTx, Received
+from ledger.consensus.events import AppReady, BlocksFetched, ClientTx, PeersAhead, Received
 from ledger.consensus.replica import Replica
 from ledger.errors import (
     EncodingError,
@@ -55,17 +55,7 @@ MAX_NONCE_AHEAD = 10_000
 
 
 class NodeReplica(Replica):
-    """The core with the two host hooks the node needs beyond `step`.
-
-    Both only call the core's own methods; see the report of issue 5 for the public event that
-    would replace them.
-    """
-
-    def sync_to(self, height: int, peers: tuple[str, ...]) -> list[Any]:
-        """Start state transfer towards `height` (a peer told us it is there): actions."""
-        self._out = []
-        self._start_fetch(height, peers)
-        return self._take()
+    """The core, with client txs cheaper to absorb while a proposal waits for the application."""
 
     def _on_client_tx(self, tx_hash: str, tx: Any) -> None:
         # While a proposal waits for the application (AppReady retries it), trying again for
@@ -237,8 +227,7 @@ class Node:
         if stuck:
             ahead = sorted(((h, a) for h, _, a in peers if h > height), reverse=True)
             if ahead:
-                target = ahead[0][0]
-                self.driver.perform(self.replica.sync_to(target, tuple(a for _, a in ahead)))
+                self.driver.feed([PeersAhead(ahead[0][0], tuple(a for _, a in ahead))])
         return height
 
     # ------------------------------------------------------------------------ host (driver)
