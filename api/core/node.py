@@ -33,6 +33,7 @@ from ledger.certificate import CommitCertificate
 from ledger.consensus.app import OK, WAIT, Verdict, invalid
 from ledger.consensus.config import ConsensusConfig
 from ledger.consensus.events import AppReady, BlocksFetched, ClientTx, PeersAhead, Received
+from ledger.consensus.records import StableRecord, compact
 from ledger.consensus.replica import Replica
 from ledger.errors import (
     EncodingError,
@@ -50,6 +51,8 @@ from ledger.transactions import Tx, check_tx
 
 log = logging.getLogger(__name__)
 
+#: Rewrite the consensus WAL at a stable checkpoint once it holds more records than this.
+WAL_COMPACT_AFTER = 64
 #: A tx whose nonce is this far ahead of the sender's next nonce is refused at admission.
 MAX_NONCE_AHEAD = 10_000
 
@@ -109,6 +112,7 @@ class Node:
         self._inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
         self._nudge: asyncio.TimerHandle | None = None
         self._unfed: deque[Tx] = deque()
+        self._records: list[Any] = []
         self._fed: set[str] = set()
         self.feed_window = 2 * self.genesis.params.max_block_txs
 
@@ -117,6 +121,7 @@ class Node:
     async def start(self) -> None:
         """Rebuild the core from the WAL and the store, then start timers, peers and loops."""
         records = [self.codec.decode_record(r) for r in self.wal.records]
+        self._records = list(records)
         height = self.chain.height
         window = 2 * self.genesis.params.watermark_window + self.genesis.params.checkpoint_interval
         hashes = {
@@ -233,6 +238,13 @@ class Node:
     # ------------------------------------------------------------------------ host (driver)
 
     def persist(self, record: Any) -> None:
+        self._records.append(record)
+        if isinstance(record, StableRecord) and len(self._records) > WAL_COMPACT_AFTER:
+            # A stable checkpoint made older votes obsolete: rewrite the log without them
+            # (atomically, fsync'd; the new record is in it, so it is durable too).
+            self._records = compact(self._records)
+            self.wal.rewrite([self.codec.encode_record(r) for r in self._records])
+            return
         self.wal.append(self.codec.encode_record(record))
 
     def flush(self) -> None:

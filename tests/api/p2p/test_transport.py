@@ -1,0 +1,83 @@
+"""Peer batches: signed over the exact bytes, drained in batches, dropped when the peer is down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+
+from api.p2p.transport import (
+    FROM_HEADER,
+    SIG_HEADER,
+    PeerLink,
+    batch_signature,
+    check_batch_signature,
+)
+from ledger.identity import Keypair
+
+A = Keypair.from_seed(b"A" * 32)
+B = Keypair.from_seed(b"B" * 32)
+
+
+def test_batch_signature_binds_sender_chain_and_bytes() -> None:
+    body = b'{"from":"a","to":"b","consensus":[],"txs":[]}'
+    sig = batch_signature(A, "chain", body)
+    assert check_batch_signature(A.address, "chain", body, sig)
+    assert not check_batch_signature(B.address, "chain", body, sig)
+    assert not check_batch_signature(A.address, "other", body, sig)
+    assert not check_batch_signature(A.address, "chain", body + b" ", sig)
+
+
+def test_link_batches_queued_items_into_signed_posts() -> None:
+    received: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/p2p/batch"
+        assert request.headers[FROM_HEADER] == A.address
+        assert check_batch_signature(A.address, "c", request.content, request.headers[SIG_HEADER])
+        received.append(json.loads(request.content))
+        return httpx.Response(200, json={"consensus": 0, "txs": 0})
+
+    async def run() -> None:
+        link = PeerLink(
+            address=B.address, url="http://peer", key=A, chain_id="c", batch_max=3, timeout_s=1
+        )
+        link.client = httpx.AsyncClient(
+            base_url="http://peer", transport=httpx.MockTransport(handler)
+        )
+        for i in range(4):
+            link.send_tx({"n": i})
+        link.send_consensus({"type": "prepare"})
+        link.start()
+        await asyncio.sleep(0.05)
+        await link.close()
+
+    asyncio.run(run())
+    assert received[0]["consensus"] == [{"type": "prepare"}]  # consensus first
+    assert received[0]["txs"] == [{"n": 0}, {"n": 1}]
+    assert received[1]["txs"] == [{"n": 2}, {"n": 3}]
+    assert all(b["from"] == A.address and b["to"] == B.address for b in received)
+
+
+def test_dead_peer_is_marked_down_and_its_queue_dropped() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async def run() -> PeerLink:
+        link = PeerLink(
+            address=B.address, url="http://peer", key=A, chain_id="c", batch_max=1, timeout_s=1
+        )
+        link.client = httpx.AsyncClient(
+            base_url="http://peer", transport=httpx.MockTransport(handler)
+        )
+        for i in range(5):
+            link.send_tx({"n": i})
+        link.start()
+        await asyncio.sleep(0.05)
+        await link.close()
+        return link
+
+    link = asyncio.run(run())
+    assert not link.up
+    assert link.dropped == 5
