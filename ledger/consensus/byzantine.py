@@ -6,6 +6,7 @@ the lies are well-formed and correctly signed where that makes them dangerous:
     equivocate  as primary, sends one block to half the validators and another to the rest
     conflict    votes for every proposal it sees, and for made-up hashes, different ones to
                 different validators
+    withhold    its VIEW-CHANGEs report no prepared certificates
     badsig      corrupts the signature of some messages
     garbage     sends undecodable wire data and nonsense messages (wrong types, wrong signer)
     replay      re-sends old messages it received, long after
@@ -33,7 +34,16 @@ from ledger.consensus.replica import Replica
 from ledger.consensus.simapp import SimBlock
 from ledger.identity import Keypair
 
-BYZANTINE_KINDS = ("equivocate", "conflict", "badsig", "garbage", "replay", "silence", "censor")
+BYZANTINE_KINDS = (
+    "equivocate",
+    "conflict",
+    "withhold",
+    "badsig",
+    "garbage",
+    "replay",
+    "silence",
+    "censor",
+)
 
 
 class CensoringApp:
@@ -154,6 +164,15 @@ class Byzantine:
                 else:
                     out.append(ev.Send(to, msg))
             return out
+        if "withhold" in self.kinds and isinstance(msg, ViewChange) and msg.prepared:
+            msg = self._sign(
+                ViewChange,
+                view=msg.view,
+                stable_height=msg.stable_height,
+                stable_hash=msg.stable_hash,
+                checkpoint_proof=msg.checkpoint_proof,
+                prepared=(),
+            )
         if "badsig" in self.kinds and self.rng.random() < 0.4:
             msg = _with_signature(msg, _corrupt(msg.signature))
         return [ev.Send(to, msg) for to in targets]

@@ -86,7 +86,8 @@ def test_the_simulator_catches_each_planted_bug(bug: str) -> None:
     assert spec is not None, f"planted bug {bug} went unnoticed for {BUG_BOUND} seeds"
 
 
-def test_a_short_commit_quorum_breaks_agreement_even_without_certificate_checks() -> None:
+def test_a_short_commit_quorum_is_caught_even_without_certificate_checks() -> None:
+    """Lagging replicas then cannot verify the short certificates in state transfer: liveness."""
     spec = _first_failure(frozenset({"commit_quorum_2f"}), check_certificates=False)
     assert spec is not None
 
