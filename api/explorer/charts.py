@@ -24,11 +24,13 @@ class Series:
     ys: Sequence[float]
 
 
-def nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    """About `count` round tick values covering [lo, hi]."""
+def nice_ticks(lo: float, hi: float, count: int = 5, integer: bool = False) -> list[float]:
+    """About `count` round tick values covering [lo, hi] (whole numbers only if `integer`)."""
     if hi <= lo:
         hi = lo + 1.0
     raw = (hi - lo) / max(count - 1, 1)
+    if integer:
+        raw = max(raw, 1.0)
     magnitude = 10 ** math.floor(math.log10(raw))
     step = next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw)
     first = math.floor(lo / step) * step
@@ -66,7 +68,7 @@ def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "") 
         return "".join(parts)
     xs = [p[0] for p in points]
     ys = [p[1] for p in points]
-    x_ticks = nice_ticks(min(xs), max(xs), 6)
+    x_ticks = nice_ticks(min(xs), max(xs), 6, integer=all(float(x).is_integer() for x in xs))
     y_ticks = nice_ticks(min(ys), max(ys), 5)
     x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -111,12 +113,11 @@ def line_chart(series: Sequence[Series], *, title: str = "", x_label: str = "") 
                 f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}">'
                 f"<title>{escape(s.name)} at {_fmt(x)}: {_fmt(y)}</title></circle>"
             )
-        if len(series) > 1:
-            lx = WIDTH - RIGHT - 120
-            ly = TOP + 4 + i * 16
+        if len(series) > 1:  # legend on the title line, right-aligned, clear of the plot
+            lx = WIDTH - RIGHT - sum(18 + 7 * len(t.name) for t in series[i:])
             parts.append(
-                f'<rect x="{lx}" y="{ly}" width="10" height="10" fill="{color}"/>'
-                f'<text class="tick" x="{lx + 14}" y="{ly + 9}">{escape(s.name)}</text>'
+                f'<rect x="{lx}" y="9" width="10" height="10" fill="{color}"/>'
+                f'<text class="tick" x="{lx + 14}" y="18">{escape(s.name)}</text>'
             )
     parts.append("</svg>")
     return "".join(parts)

@@ -228,7 +228,13 @@ async def job_detail(
     by_miner: dict[str, list[feed.TxRow]] = {}
     for tx in sent.txs:
         by_miner.setdefault(tx.sender, []).append(tx)
-    return render(request, "job.html", job=job, txs=by_miner, api=f"/api/v1/jobs/{job_id}")
+    metas: list[dict[str, Any]] = []
+    for ref in job.inputs:  # a DAG input's shape is its parent's output shape
+        parent = node.chain.state.jobs.get(ref["job"]) if "job" in ref else None
+        metas.append(parent.output_metas[ref["output"]] if parent is not None else ref)
+    return render(
+        request, "job.html", job=job, txs=by_miner, input_metas=metas, api=f"/api/v1/jobs/{job_id}"
+    )
 
 
 @router.get("/accounts/{address}", response_class=HTMLResponse)

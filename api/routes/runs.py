@@ -74,7 +74,11 @@ def metric_scale(key: str) -> tuple[str, int]:
 
 
 def metric_series(checkpoints: list[CheckpointOut]) -> list[MetricSeries]:
-    keys = sorted({k for c in checkpoints for k in c.metrics})
+    def order(key: str) -> tuple[int, str]:
+        name = metric_scale(key)[0]
+        return (0 if "loss" in name else 1 if "acc" in name else 2, key)
+
+    keys = sorted({k for c in checkpoints for k in c.metrics}, key=order)
     out = []
     for key in keys:
         name, scale = metric_scale(key)

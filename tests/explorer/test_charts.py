@@ -35,3 +35,11 @@ def test_labels_are_escaped() -> None:
 
 def test_no_data_says_so() -> None:
     assert "no data" in line_chart([], title="empty")
+
+
+def test_whole_number_axes_get_whole_number_ticks() -> None:
+    ticks = nice_ticks(1, 3, 6, integer=True)
+    assert ticks == [1, 2, 3]
+    svg = line_chart([Series("loss", [1, 2, 3], [1.5, 0.6, 0.4])])
+    x_labels = re.findall(r'y="236" text-anchor="middle">([^<]+)<', svg)
+    assert x_labels == ["1", "2", "3"]
