@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Net
+from pbft_net import Net
 
 from ledger.certificate import CommitCertificate, verify_certificate
 from ledger.consensus import events as ev

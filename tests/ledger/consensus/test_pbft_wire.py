@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from conftest import Net
+from pbft_net import Net
 
 from ledger.consensus.messages import Commit, NewView, PrePrepare, fast_signing_bytes
 from ledger.consensus.records import (
