@@ -211,7 +211,7 @@ async def job_list(
     page = await guarded(request, feed.job_feed(node, before=before, limit=limit))
     if isinstance(page, HTMLResponse):
         return page
-    counts = node.chain.store.job_counts()
+    counts = stats.job_counts(node.chain.store, node.chain.height)
     return render(request, "jobs.html", page=page, counts=counts, api="/api/v1/feed/jobs")
 
 

@@ -7,6 +7,8 @@ without such a suffix is shown as is. `value` is the scaled number for charts.
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import BaseModel
 from sqlalchemy import func, select
@@ -95,14 +97,33 @@ def metric_series(checkpoints: list[CheckpointOut]) -> list[MetricSeries]:
     return out
 
 
-def run_job_counts(store: Store, run: str) -> dict[str, int]:
-    """Jobs of one run per status (uses the `ix_jobs_run` index)."""
+_COUNTS: OrderedDict[tuple[str, str], tuple[int, dict[str, int]]] = OrderedDict()
+COUNT_CACHE = 256
+
+
+def run_job_counts(store: Store, run: str, head: int | None = None) -> dict[str, int]:
+    """Jobs of one run per status (`ix_jobs_run` range, then a row read per job).
+
+    The cost grows with the run's jobs, so with `head` given the answer is kept until the chain
+    moves: at most one count per run per block, however many readers there are.
+    """
+    key = (store.url, run)
+    if head is not None:
+        hit = _COUNTS.get(key)
+        if hit is not None and hit[0] == head:
+            _COUNTS.move_to_end(key)
+            return dict(hit[1])
     j = schema.jobs
     with store.engine.connect() as conn:
         rows = conn.execute(
             select(j.c.status, func.count()).where(j.c.run == run).group_by(j.c.status)
         ).all()
-    return {status: count for status, count in rows}
+    counts = {status: count for status, count in rows}
+    if head is not None:
+        _COUNTS[key] = (head, counts)
+        if len(_COUNTS) > COUNT_CACHE:
+            _COUNTS.popitem(last=False)
+    return dict(counts)
 
 
 def replay_command(run: str, database_url: str = "") -> str:
@@ -142,6 +163,6 @@ async def get_run(
         **run.to_dict(),
         checkpoints=checkpoints,
         series=metric_series(checkpoints),
-        job_counts=run_job_counts(store, name),
+        job_counts=run_job_counts(store, name, node.chain.height),
         replay_command=replay_command(name, node.settings.database_url),
     )
