@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
@@ -16,6 +18,8 @@ router = APIRouter(prefix="/stats", tags=["stats"])
 
 RATE_WINDOW = 50
 """Blocks the tx rate is measured over."""
+RECENT_BLOCKS = 20
+"""A validator whose signature is in one of the last this-many certificates is "signing"."""
 
 
 class RateOut(BaseModel):
@@ -40,6 +44,8 @@ class OverviewOut(BaseModel):
     validators: int
     validators_up: int
     """Validators this node can reach, itself included."""
+    validators_signing: int
+    """Validators whose signature is in one of the last RECENT_BLOCKS certificates (on-chain)."""
     quorum: int
     mempool_txs: int
     syncing: bool
@@ -64,6 +70,8 @@ class ValidatorStatsOut(BaseModel):
     """Blocks whose certificate does not (a quorum of 2f + 1 suffices)."""
     last_proposed: int | None
     last_signed: int | None
+    signing: bool
+    """Its signature is in one of the last RECENT_BLOCKS certificates."""
 
 
 class ValidatorStatsPage(BaseModel):
@@ -77,6 +85,11 @@ class ValidatorStatsPage(BaseModel):
     view_changes: int
     """Blocks committed in a higher view than the block before them."""
     validators: list[ValidatorStatsOut]
+
+
+def signing(counts: dict[str, Any], height: int) -> bool:
+    last = counts["last_signed"]
+    return last is not None and last > height - RECENT_BLOCKS
 
 
 _JOB_COUNTS: dict[str, tuple[int, dict[str, int]]] = {}
@@ -121,6 +134,7 @@ async def overview(
     vals = await validators_route.validators(node)
     names = {v.address: v.name for v in vals.validators}
     store = node.chain.store
+    index = validator_index(store, node.chain.height)
     latest = [
         BlockSummary(
             height=r.header.height,
@@ -144,6 +158,9 @@ async def overview(
         primary_name=names.get(vals.primary, ""),
         validators=vals.n,
         validators_up=sum(1 for v in vals.validators if v.reachable),
+        validators_signing=sum(
+            1 for v in vals.validators if signing(index.counts(v.address), index.height)
+        ),
         quorum=vals.quorum,
         mempool_txs=status["mempool_txs"],
         syncing=status["syncing"],
@@ -168,6 +185,7 @@ async def validator_stats(node: NodeDep) -> ValidatorStatsPage:
             is_primary=v.is_primary,
             is_self=v.is_self,
             reachable=v.reachable,
+            signing=signing(index.counts(v.address), index.height),
             **index.counts(v.address),
         )
         for v in vals.validators

@@ -105,6 +105,8 @@ def test_validator_stats_count_proposed_signed_and_missed(app: App, demo: DemoCh
     assert [v["signed"] for v in rows] == [height, height, height, 0]
     assert [v["missed"] for v in rows] == [0, 0, 0, height]
     assert rows[0]["last_signed"] == height and rows[3]["last_signed"] is None
+    assert [v["signing"] for v in rows] == [True, True, True, False]
+    assert app.get("/api/v1/stats/overview").json()["validators_signing"] == 3
 
 
 def test_validator_index_counts_only_new_blocks_on_later_calls(demo: DemoChain) -> None:
@@ -159,6 +161,14 @@ def test_verify_passes_and_counts_only_the_range(app: App, demo: DemoChain) -> N
     part = app.get("/api/v1/verify", params={"from": 10, "to": 20}).json()
     assert part["ok"] and part["blocks"] == 11 and part["replayed"] == 20
     assert part["state_root"] == demo.harness.results[19].state_root
+
+
+def test_verify_with_tensors_recomputes_the_reexecuted_jobs(app: App) -> None:
+    without = app.get("/api/v1/verify").json()
+    assert without["trusted_reexecutions"] >= 1 and without["reexecuted_jobs"] == 0
+    body = app.get("/api/v1/verify", params={"tensors": "true"}).json()
+    assert body["ok"] and body["reexecuted_jobs"] == without["trusted_reexecutions"]
+    assert body["trusted_reexecutions"] == 0 and not body["notes"]
 
 
 def test_verify_range_names_the_first_bad_height(tmp_path: Path, demo: DemoChain) -> None:
