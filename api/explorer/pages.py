@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Awaitable
 from pathlib import Path as FsPath
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -25,6 +25,7 @@ from api.routes import certificates as certificates_route
 from api.routes import verify as verify_route
 from ledger.errors import LedgerError
 from ledger.merkle import merkle_root
+from ledger.state import JOB_STATUSES
 from ledger.transactions import Tx, check_signature
 
 TEMPLATES = Jinja2Templates(directory=str(FsPath(__file__).parent / "templates"))
@@ -207,12 +208,19 @@ async def job_list(
     node: NodeDep,
     before: str | None = Query(None, max_length=200),
     limit: int = Query(25, ge=1, le=200),
+    status: str | None = Query(None, max_length=20),
 ) -> Response:
-    page = await guarded(request, feed.job_feed(node, before=before, limit=limit))
+    if status is not None and status not in JOB_STATUSES:
+        return bad_input(request, f"a job status is one of {', '.join(JOB_STATUSES)}")
+    page = await guarded(
+        request,
+        feed.job_feed(node, before=before, limit=limit, status=cast(jobs.Status | None, status)),
+    )
     if isinstance(page, HTMLResponse):
         return page
     counts = stats.job_counts(node.chain.store, node.chain.height)
-    return render(request, "jobs.html", page=page, counts=counts, api="/api/v1/feed/jobs")
+    api = "/api/v1/feed/jobs" + (f"?status={status}" if status else "")
+    return render(request, "jobs.html", page=page, counts=counts, status=status, api=api)
 
 
 @router.get("/jobs/{job_id}", response_class=HTMLResponse)

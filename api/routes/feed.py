@@ -12,7 +12,7 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import StreamingResponse
@@ -21,7 +21,7 @@ from sqlalchemy import and_, or_, select
 
 from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
-from api.routes.jobs import JobOut, ResultOut, job_out
+from api.routes.jobs import JobOut, ResultOut, Status, job_out
 from ledger import schema
 from ledger.state import Job
 from ledger.store import Store, _result_dict
@@ -82,10 +82,11 @@ async def job_feed(
     node: NodeDep,
     before: str | None = Query(None, max_length=200, description="Cursor from next_before."),
     limit: int = Query(25, ge=1, le=200),
+    status: Annotated[Status | None, Query(description="Only jobs with this status.")] = None,
 ) -> JobFeed:
-    """Jobs newest first (by posting height)."""
+    """Jobs newest first (by posting height), optionally of one status."""
     cursor = _cursor(before, "<posted_height>:<job id>", True)
-    jobs = node.chain.store.list_jobs(after=cursor, newest_first=True, limit=limit)
+    jobs = node.chain.store.list_jobs(status=status, after=cursor, newest_first=True, limit=limit)
     nxt = f"{jobs[-1].posted_height}:{jobs[-1].id}" if len(jobs) == limit else None
     return JobFeed(jobs=[JobOut(**job_out(node, j)) for j in jobs], next_before=nxt)
 

@@ -207,6 +207,11 @@ def test_feeds_page_without_overlap(app: App, demo: DemoChain) -> None:
     older = app.get("/api/v1/feed/jobs", params={"limit": 3, "before": jobs["next_before"]}).json()
     ids = [j["id"] for j in jobs["jobs"] + older["jobs"]]
     assert len(set(ids)) == 6 and ids[0] == demo.expired_job
+    expired = app.get("/api/v1/feed/jobs", params={"status": "expired"}).json()["jobs"]
+    assert [j["id"] for j in expired] == [demo.expired_job]
+    html = app.get("/jobs", params={"status": "expired"}).text
+    assert demo.expired_job[:8] in html and demo.dag_job[:8] not in html
+    assert app.get("/jobs", params={"status": "bogus"}).status_code == 404
 
 
 def test_job_txs_are_each_miners_commit_and_reveal(app: App, demo: DemoChain) -> None:
