@@ -241,3 +241,29 @@ def test_verify_view_names_the_tampered_height(page: Any, devnet: Activity) -> N
     assert page.locator("#bad-height").inner_text() == str(tx["height"])
     assert page.locator("#verify-problem").inner_text()
     screenshot(page, "verify-tampered")
+
+
+def test_view_change_shows_the_new_primary_and_the_down_validator(
+    page: Any, devnet: Activity
+) -> None:
+    """Kill the primary of view 0 (node 0); once the others changed view and committed a block,
+    node 1's explorer shows the new view, its primary, and node 0 unreachable. Runs last: the
+    testnet keeps going without node 0."""
+    net = devnet.net
+    primary = net.genesis.validators[0].address
+    assert devnet.http.get("/api/v1/validators").json()["primary"] == primary
+    net.kill(0)
+    other = Activity(net, node=1)
+    other.nonces = devnet.nonces
+    _, height = other.new_block()
+    page.goto(net.url(1) + "/validators")
+    assert int(page.locator("#view").inner_text()) >= 1
+    row0 = page.locator("#validators tr.validator").nth(0)
+    assert "down" in row0.inner_text()
+    new_primary = page.locator("#validators tr.validator", has_text="primary")
+    assert new_primary.count() == 1 and "node0" not in new_primary.inner_text()
+    page.goto(net.url(1) + "/")
+    assert int(page.locator("#view").inner_text()) >= 1
+    assert int(page.locator("#head-height").inner_text()) >= height
+    page.goto(f"{net.url(1)}/blocks/{height}")
+    assert "node0" not in page.locator("#header tr", has_text="proposer").inner_text()
