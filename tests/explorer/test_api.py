@@ -312,3 +312,21 @@ def test_search_redirects_to_the_page(app: App, demo: DemoChain) -> None:
         response = app.get("/search", params={"q": q})
         assert response.status_code == 303 and response.headers["location"] == target, q
     assert app.get("/search", params={"q": "no such thing"}).status_code == 404
+
+
+def test_pages_render_on_a_chain_with_no_blocks(tmp_path: Path) -> None:
+    from explorer_chains import demo_genesis
+
+    genesis = demo_genesis(free_ports(4))
+    db = tmp_path / "ledger.db"
+    Store.open(str(db), genesis).close()
+    served = App(node_home(tmp_path, genesis, db, tmp_path / "tensors", free_ports(1)[0]))
+    try:
+        for path in ("/", "/blocks", "/jobs", "/validators", "/runs", "/verify"):
+            response = served.get(path)
+            assert response.status_code == 200, (path, response.text[:300])
+        assert "No block committed yet" in served.get("/").text
+        assert served.get("/verify", params={"from": 1}).status_code == 404
+        assert served.get("/api/v1/stats/overview").json()["rate"]["txs_per_s"] == 0
+    finally:
+        served.close()
