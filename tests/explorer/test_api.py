@@ -27,6 +27,7 @@ from api.explorer.verifying import verify_range
 from api.main import create_app
 from api.testing import free_ports
 from ledger.store import Store
+from ledger.verify import verify_ledger
 
 
 class App:
@@ -181,6 +182,21 @@ def test_verify_range_names_the_first_bad_height(tmp_path: Path, demo: DemoChain
     before = verify_range(store, demo.harness.genesis, 1, 1)
     assert before.ok and before.blocks == 1
     store.close()
+
+
+def test_verify_agrees_with_layerchain_verify(demo: DemoChain) -> None:
+    store = Store(str(demo.db), create=False)
+    cli = verify_ledger(store)
+    mine = verify_range(store, demo.harness.genesis, 1, store.height)
+    store.close()
+    assert cli.ok and mine.ok
+    assert (mine.blocks, mine.txs, mine.certificate_signatures, mine.state_root) == (
+        cli.blocks,
+        cli.txs,
+        cli.certificate_signatures,
+        cli.final_state_root,
+    )
+    assert mine.trusted_reexecutions == cli.trusted_reexecutions
 
 
 def test_verify_refuses_a_backwards_range(app: App) -> None:
