@@ -14,7 +14,7 @@ executed, so an exception (a missing tensor, say) leaves the state exactly as it
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ledger import kernels, settlement
@@ -65,6 +65,26 @@ class BlockResult:
     """Root after this block; the next header's app_hash."""
     reexecuted: tuple[str, ...]
     """Ids of the jobs re-executed in this block (disputes and audits)."""
+    job_json: dict[str, str] = field(default_factory=dict)
+    """Canonical JSON of each job record in the diff (the store's projection reuses it)."""
+
+
+def encode_diff(diff: dict[str, Any]) -> tuple[bytes, dict[str, bytes]]:
+    """canonical_json(diff), encoding each job record once and returning those encodings too.
+
+    Object keys are assembled in sorted order exactly as `sort_keys` would, so the bytes equal
+    `canonical_json(diff)` (tests assert it); job records are the bulk of a diff, and the store
+    writes the same bytes into its jobs projection instead of encoding them again.
+    """
+    jobs = {job_id: trusted_canonical_json(rec) for job_id, rec in diff["jobs"].items()}
+    parts = {key: trusted_canonical_json(value) for key, value in diff.items() if key != "jobs"}
+    parts["jobs"] = (
+        b"{"
+        + b",".join(trusted_canonical_json(job_id) + b":" + jobs[job_id] for job_id in sorted(jobs))
+        + b"}"
+    )
+    body = b",".join(trusted_canonical_json(key) + b":" + parts[key] for key in sorted(parts))
+    return b"{" + body + b"}", jobs
 
 
 class BlockContext:
@@ -410,7 +430,7 @@ def apply_block(state: State, block: Block, executor: Executor | None = None) ->
     receipts = [apply_tx(ctx, tx) for tx in block.txs]
     settlement.end_block(ctx)
     diff = ctx.diff(receipts)
-    diff_bytes = trusted_canonical_json(diff)
+    diff_bytes, job_bytes = encode_diff(diff)
     root = next_root(state.root, diff_bytes)
     ctx.merge(root)
     return BlockResult(
@@ -421,4 +441,5 @@ def apply_block(state: State, block: Block, executor: Executor | None = None) ->
         diff_json=diff_bytes.decode("utf-8"),
         state_root=root,
         reexecuted=tuple(ctx.reexecuted),
+        job_json={job_id: raw.decode("utf-8") for job_id, raw in job_bytes.items()},
     )

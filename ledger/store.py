@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from sqlalchemy import Engine, Select, and_, create_engine, delete, event, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -272,37 +271,33 @@ class Store:
                     schema.blocks.insert(),
                     {**header.to_dict(), "hash": header.hash, "state_root": result.state_root},
                 )
-                if block.txs:
-                    conn.execute(
-                        schema.txs.insert(),
-                        [
-                            {
-                                "height": height,
-                                "idx": i,
-                                "hash": tx.hash,
-                                "type": tx.type,
-                                "sender": tx.sender,
-                                "nonce": tx.nonce,
-                                "body": tx.body_json,
-                                "signature": tx.signature,
-                            }
-                            for i, tx in enumerate(block.txs)
-                        ],
-                    )
-                    conn.execute(
-                        schema.receipts.insert(),
-                        [
-                            {
-                                "height": height,
-                                "idx": i,
-                                "tx_hash": r.tx_hash,
-                                "ok": r.ok,
-                                "code": r.code,
-                                "message": r.message,
-                            }
-                            for i, r in enumerate(result.receipts)
-                        ],
-                    )
+                _insert_rows(
+                    conn,
+                    "txs",
+                    ("height", "idx", "hash", "type", "sender", "nonce", "body", "signature"),
+                    [
+                        (
+                            height,
+                            i,
+                            tx.hash,
+                            tx.type,
+                            tx.sender,
+                            tx.nonce,
+                            tx.body_json,
+                            tx.signature,
+                        )
+                        for i, tx in enumerate(block.txs)
+                    ],
+                )
+                _insert_rows(
+                    conn,
+                    "receipts",
+                    ("height", "idx", "tx_hash", "ok", "code", "message"),
+                    [
+                        (height, i, r.tx_hash, r.ok, r.code, r.message)
+                        for i, r in enumerate(result.receipts)
+                    ],
+                )
                 conn.execute(
                     schema.certificates.insert(),
                     {
@@ -315,7 +310,7 @@ class Store:
                 conn.execute(
                     schema.block_diffs.insert(), {"height": height, "diff": result.diff_json}
                 )
-                write_projection(conn, result.diff)
+                write_projection(conn, result.diff, result.job_json)
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot store block {height}: {exc}") from exc
 
@@ -746,86 +741,171 @@ def _result_dict(row: Any) -> dict[str, Any]:
     }
 
 
-def _upsert(conn: Connection, table: Any, rows: list[dict[str, Any]], keys: Sequence[str]) -> None:
-    """INSERT ... ON CONFLICT (keys) DO UPDATE, batched (SQLite and PostgreSQL)."""
-    if not rows:
-        return
-    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = insert(table)
-    update = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
-    conn.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=update), rows)
+def _marks(conn: Connection, n: int) -> str:
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return ", ".join([mark] * n)
+
+
+def _insert_rows(
+    conn: Connection, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Batched INSERT through the driver's executemany: the hot path skips SQLAlchemy's
+    per-row parameter processing (about a tenth of a 1,000-tx block's cost)."""
+    if rows:
+        names = ", ".join(f'"{c}"' for c in columns)
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} ({names}) VALUES ({_marks(conn, len(columns))})", rows
+        )
+
+
+def _upsert_rows(
+    conn: Connection,
+    table: str,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    rows: list[tuple[Any, ...]],
+) -> None:
+    """Batched INSERT ... ON CONFLICT (keys) DO UPDATE (SQLite >= 3.24 and PostgreSQL)."""
+    if rows:
+        names = ", ".join(f'"{c}"' for c in columns)
+        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c not in keys)
+        conflict = ", ".join(f'"{k}"' for k in keys)
+        conn.exec_driver_sql(
+            f"INSERT INTO {table} ({names}) VALUES ({_marks(conn, len(columns))}) "
+            f"ON CONFLICT ({conflict}) DO UPDATE SET {updates}",
+            rows,
+        )
 
 
 def _write_genesis_projection(conn: Connection, genesis: Genesis) -> None:
-    rows = [
-        {"address": a, "balance": amount, "nonce": 0, "updated_height": 0}
-        for a, amount in sorted(genesis.balances.items())
-    ]
-    _upsert(conn, schema.accounts, rows, ["address"])
-
-
-def write_projection(conn: Connection, diff: dict[str, Any]) -> None:
-    """Apply one block's state diff to the projection tables."""
-    h = diff["height"]
-    _upsert(
+    _upsert_rows(
         conn,
-        schema.accounts,
-        [
-            {"address": a, "balance": v["balance"], "nonce": v["nonce"], "updated_height": h}
-            for a, v in diff["accounts"].items()
-        ],
-        ["address"],
+        "accounts",
+        ("address", "balance", "nonce", "updated_height"),
+        ("address",),
+        [(a, amount, 0, 0) for a, amount in sorted(genesis.balances.items())],
+    )
+
+
+_JOB_COLUMNS = (
+    "id",
+    "status",
+    "poster",
+    "op",
+    "run",
+    "label",
+    "replication",
+    "reward",
+    "posted_height",
+    "open_height",
+    "settled_height",
+    "settlement",
+    "updated_height",
+    "record",
+)
+_RESULT_COLUMNS = (
+    "job_id",
+    "miner",
+    "commitment",
+    "outputs",
+    "verdict",
+    "paid",
+    "slashed",
+    "updated_height",
+)
+_MINER_COLUMNS = (
+    "address",
+    "accepted",
+    "rejected",
+    "missed",
+    "earned",
+    "slashed",
+    "reputation",
+    "updated_height",
+)
+_RUN_COLUMNS = (
+    "name",
+    "owner",
+    "created_height",
+    "last_epoch",
+    "last_model_hash",
+    "n_checkpoints",
+    "updated_height",
+)
+_CHECKPOINT_COLUMNS = ("run", "epoch", "model_hash", "metrics", "sender", "tx_hash", "height")
+
+
+def write_projection(
+    conn: Connection, diff: dict[str, Any], job_json: dict[str, str] | None = None
+) -> None:
+    """Apply one block's state diff to the projection tables (`job_json`: the job records'
+    canonical JSON if already encoded, see `ledger.execution.encode_diff`)."""
+    h = diff["height"]
+    _upsert_rows(
+        conn,
+        "accounts",
+        ("address", "balance", "nonce", "updated_height"),
+        ("address",),
+        [(a, v["balance"], v["nonce"], h) for a, v in diff["accounts"].items()],
     )
     job_rows, result_rows = [], []
     for job_id, rec in diff["jobs"].items():
+        record = (job_json or {}).get(job_id) or trusted_canonical_json(rec).decode()
         job_rows.append(
-            {
-                "id": job_id,
-                "status": rec["status"],
-                "poster": rec["poster"],
-                "op": rec["op"],
-                "run": rec["run"],
-                "label": rec["label"],
-                "replication": rec["replication"],
-                "reward": rec["reward"],
-                "posted_height": rec["posted_height"],
-                "open_height": rec["open_height"],
-                "settled_height": rec["settled_height"],
-                "settlement": rec["settlement"],
-                "updated_height": h,
-                "record": trusted_canonical_json(rec).decode(),
-            }
+            (
+                job_id,
+                rec["status"],
+                rec["poster"],
+                rec["op"],
+                rec["run"],
+                rec["label"],
+                rec["replication"],
+                rec["reward"],
+                rec["posted_height"],
+                rec["open_height"],
+                rec["settled_height"],
+                rec["settlement"],
+                h,
+                record,
+            )
         )
         for miner in sorted(set(rec["commits"]) | set(rec["reveals"])):
             outputs = rec["reveals"].get(miner)
             result_rows.append(
-                {
-                    "job_id": job_id,
-                    "miner": miner,
-                    "commitment": rec["commits"].get(miner),
-                    "outputs": json.dumps(outputs) if outputs is not None else None,
-                    "verdict": rec["verdicts"].get(miner),
-                    "paid": rec["paid"].get(miner, 0),
-                    "slashed": rec["slashed"].get(miner, 0),
-                    "updated_height": h,
-                }
+                (
+                    job_id,
+                    miner,
+                    rec["commits"].get(miner),
+                    json.dumps(outputs) if outputs is not None else None,
+                    rec["verdicts"].get(miner),
+                    rec["paid"].get(miner, 0),
+                    rec["slashed"].get(miner, 0),
+                    h,
+                )
             )
-    _upsert(conn, schema.jobs, job_rows, ["id"])
-    _upsert(conn, schema.results, result_rows, ["job_id", "miner"])
-    _upsert(
+    _upsert_rows(conn, "jobs", _JOB_COLUMNS, ("id",), job_rows)
+    _upsert_rows(conn, "results", _RESULT_COLUMNS, ("job_id", "miner"), result_rows)
+    _upsert_rows(
         conn,
-        schema.miners,
-        [{"address": a, **v, "updated_height": h} for a, v in diff["miners"].items()],
-        ["address"],
+        "miners",
+        _MINER_COLUMNS,
+        ("address",),
+        [(a, *(v[c] for c in _MINER_COLUMNS[1:-1]), h) for a, v in diff["miners"].items()],
     )
-    _upsert(
+    _upsert_rows(
         conn,
-        schema.runs,
-        [{"name": n, **v, "updated_height": h} for n, v in diff["runs"].items()],
-        ["name"],
+        "runs",
+        _RUN_COLUMNS,
+        ("name",),
+        [(n, *(v[c] for c in _RUN_COLUMNS[1:-1]), h) for n, v in diff["runs"].items()],
     )
-    if diff["checkpoints"]:
-        conn.execute(
-            schema.checkpoints.insert(),
-            [{**c, "metrics": canonical_json(c["metrics"]).decode()} for c in diff["checkpoints"]],
-        )
+    _insert_rows(
+        conn,
+        "checkpoints",
+        _CHECKPOINT_COLUMNS,
+        [
+            (*(c[k] for k in _CHECKPOINT_COLUMNS[:3]), canonical_json(c["metrics"]).decode())
+            + tuple(c[k] for k in _CHECKPOINT_COLUMNS[4:])
+            for c in diff["checkpoints"]
+        ],
+    )

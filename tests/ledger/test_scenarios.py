@@ -11,6 +11,7 @@ import numpy as np
 from ledger_chain import RELU8, chain, dense_inputs, fake_output, layer
 
 from ledger import kernels
+from ledger.encoding import canonical_json
 from ledger.genesis import Params
 from ledger.harness import ChainHarness
 from ledger.settlement import REPUTATION_GAIN, REPUTATION_PENALTY
@@ -21,6 +22,8 @@ from ledger.verify import verify_ledger
 
 def _audit(c: ChainHarness, *, reexecute: bool = True) -> None:
     assert c.store is not None and c.tensors is not None
+    for result in c.results:  # the fast diff encoder gives exactly the canonical bytes
+        assert result.diff_json.encode() == canonical_json(result.diff)
     report = verify_ledger(c.store, tensors=c.tensors, reexecute=reexecute)
     assert report.ok, report.summary()
     assert report.verified_height == c.height
