@@ -14,7 +14,7 @@ from ledger.encoding import parse_json
 async def read_limited(request: Request, limit: int) -> bytes:
     """The raw body, refused with 413 as soon as it is known to exceed `limit` bytes."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(int(declared), limit)
     chunks, size = [], 0
     try:

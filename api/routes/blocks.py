@@ -71,7 +71,7 @@ class CertificateOut(BaseModel):
 
 def _resolve(node: NodeDep, ref: str) -> int:
     """A height from a height or a block hash (404 if unknown)."""
-    if ref.isdigit():
+    if ref.isascii() and ref.isdigit():
         height = int(ref)
         if 1 <= height <= node.chain.height:
             return height

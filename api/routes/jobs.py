@@ -133,7 +133,7 @@ def _parse_after(after: str | None) -> tuple[int, str] | None:
     if after is None:
         return None
     height, _, job_id = after.partition(":")
-    if not height.isdigit() or len(job_id) != 64:
+    if not (height.isascii() and height.isdigit()) or len(job_id) != 64:
         raise HTTPException(422, "after must be '<posted_height>:<job id>' from next_after")
     return int(height), job_id
 

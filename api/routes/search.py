@@ -31,7 +31,7 @@ async def search(
     """Find a block (height or hash), a tx, a job or an account; 404 when nothing matches."""
     q = q.strip().lower()
     store = node.chain.store
-    if q.isdigit():
+    if q.isascii() and q.isdigit():
         height = int(q)
         if 1 <= height <= node.chain.height:
             return SearchOut(kind="block", id=str(height), path=f"/api/v1/blocks/{height}")
