@@ -13,6 +13,7 @@ Checks are split in two, as PROTOCOL.md §5 lays out:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -349,6 +350,11 @@ def commitment(job_id: str, miner: str, outputs: Sequence[str], salt: str) -> st
     the copier's own address inside, which the original does not have.
     """
     return digest({"job_id": job_id, "miner": miner, "outputs": list(outputs), "salt": salt})
+
+
+def new_salt() -> str:
+    """32 random bytes as hex: what a miner commits with (never reuse one)."""
+    return os.urandom(32).hex()
 
 
 def tensor_input(tensor: Tensor) -> dict[str, Any]:
