@@ -13,6 +13,7 @@ The testnet layout, as `cometbft testnet` writes it::
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -122,6 +123,10 @@ def node(
 
     overrides = {"port": port} if port is not None else {}
     settings = load_settings(home, **overrides)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     app = create_app(settings)
 
     def serve() -> None:

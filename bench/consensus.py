@@ -1,6 +1,6 @@
 """Validator network benchmark: 4 `layerchain node` processes on loopback and a load generator.
 
-    python bench/consensus.py [--txs 20000] [--batch 500] [--clients 8] [--latency-samples 200]
+    python -m bench.consensus [--txs 20000] [--batch 500] [--clients 8] [--latency-samples 200]
 
 1. **Saturation**: signed transfers from many senders (each sender's nonces in order), submitted
    in batches (POST /api/v1/txs/batch) round-robin to all four nodes by several concurrent
@@ -74,7 +74,13 @@ async def saturation(net: LocalTestnet, txs: list[dict], batch: int, clients: in
             while not queue.empty():
                 i, item = queue.get_nowait()
                 node = i % net.n
-                response = await http.post(f"{net.url(node)}/api/v1/txs/batch", json={"txs": item})
+                while True:
+                    response = await http.post(
+                        f"{net.url(node)}/api/v1/txs/batch", json={"txs": item}
+                    )
+                    if response.status_code != 503:  # 503: the node's backlog is full
+                        break
+                    await asyncio.sleep(0.05)
                 response.raise_for_status()
 
     started = time.perf_counter()

@@ -46,10 +46,15 @@ class Settings(BaseSettings):
     )
     max_tensor_bytes: int = Field(default=64 << 20, ge=1024, description="Largest tensor upload.")
     max_body_bytes: int = Field(default=8 << 20, ge=1024, description="Largest JSON request body.")
+    admission_backlog: int = Field(
+        default=10_000,
+        ge=1,
+        description="Txs waiting to be ordered beyond which client submissions get 503.",
+    )
     max_batch_txs: int = Field(default=1000, ge=1, description="Most txs in one POST /txs/batch.")
     mempool_limit: int = Field(default=100_000, ge=1, description="Pending txs kept at most.")
     view_timeout_ms: int = Field(
-        default=2000, ge=50, description="Base PBFT view-change timeout (doubles on each retry)."
+        default=4000, ge=50, description="Base PBFT view-change timeout (doubles on each retry)."
     )
     tick_ms: int = Field(default=10, ge=1, description="Consensus tick period in milliseconds.")
     p2p_batch_max: int = Field(default=2000, ge=1, description="Most items in one p2p POST.")

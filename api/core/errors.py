@@ -39,6 +39,10 @@ class ErrorBody(BaseModel):
     """Kind of error: the exception class name, or `http`/`validation`."""
 
 
+class NodeBusy(LedgerError):
+    """The node's backlog of txs waiting to be ordered is full: retry shortly (answered 503)."""
+
+
 class NonceUsed(InvalidTransaction):
     """The tx's nonce was already used by a committed tx of the same sender (answered 409)."""
 
@@ -46,6 +50,7 @@ class NonceUsed(InvalidTransaction):
 #: Most specific first: the first class an error is an instance of decides the status.
 _STATUS: list[tuple[type[LedgerError], int]] = [
     (NonceUsed, 409),
+    (NodeBusy, 503),
     (TensorError, 422),
     (InvalidTransaction, 422),
     (EncodingError, 400),
@@ -82,7 +87,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(LedgerError)
     async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
-        return error_response(status_for(exc), str(exc) or type(exc).__name__, type(exc).__name__)
+        response = error_response(
+            status_for(exc), str(exc) or type(exc).__name__, type(exc).__name__
+        )
+        if isinstance(exc, NodeBusy):
+            response.headers["Retry-After"] = "1"
+        return response
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

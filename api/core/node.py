@@ -21,7 +21,7 @@ import httpx
 from api.core.chain import Chain, referenced_tensors
 from api.core.config import Settings
 from api.core.driver import ConsensusDriver
-from api.core.errors import NonceUsed
+from api.core.errors import NodeBusy, NonceUsed
 from api.core.events import EventHub
 from api.core.mempool import Mempool
 from api.core.metrics import NodeMetrics
@@ -51,6 +51,8 @@ from ledger.transactions import Tx, check_tx
 
 log = logging.getLogger(__name__)
 
+#: Gossiped txs admitted per turn of the event loop.
+INBOX_CHUNK = 100
 #: Rewrite the consensus WAL at a stable checkpoint once it holds more records than this.
 WAL_COMPACT_AFTER = 64
 #: A tx whose nonce is this far ahead of the sender's next nonce is refused at admission.
@@ -58,7 +60,35 @@ MAX_NONCE_AHEAD = 10_000
 
 
 class NodeReplica(Replica):
-    """The core, with client txs cheaper to absorb while a proposal waits for the application."""
+    """The core, with client txs cheaper to absorb while a proposal waits for the application,
+    and a log line saying why this validator asked for a view change."""
+
+    def _stalled(self, snap: Any) -> bool:
+        """The core's rule, except that a backlog is not taken for censorship.
+
+        The core also calls it a stall when blocks commit but a tx it held a whole timeout ago
+        is still not proposed. That is right when everything it held fits in one block (a fair
+        primary would have proposed it), but under a backlog bigger than a block the tx is
+        simply queued behind others, and changing view would only slow everyone down. Such a
+        period is not judged; the next one, once the backlog fits in a block, is.
+        """
+        waiting = [t for t in snap.txs if t in self.pending]
+        progressed = self.committed_height > snap.committed_height
+        if progressed and len(snap.txs) > self.cfg.max_block_txs:
+            return False
+        stalled = super()._stalled(snap)
+        if stalled:
+            log.warning(
+                "asking for a view change in view %d: committed %d (was %d), block in flight %s, "
+                "%d txs waited a whole timeout (%d of them not in a proposed block)",
+                self.view,
+                self.committed_height,
+                snap.committed_height,
+                snap.in_flight,
+                len(waiting),
+                sum(1 for t in waiting if t not in self._in_flight_txs()),
+            )
+        return stalled
 
     def _on_client_tx(self, tx_hash: str, tx: Any) -> None:
         # While a proposal waits for the application (AppReady retries it), trying again for
@@ -113,6 +143,8 @@ class Node:
         self._nudge: asyncio.TimerHandle | None = None
         self._unfed: deque[Tx] = deque()
         self._records: list[Any] = []
+        self._last_view = 0
+        self._inbox_txs = 0
         self._fed: set[str] = set()
         self.feed_window = 2 * self.genesis.params.max_block_txs
 
@@ -173,8 +205,16 @@ class Node:
         period = self.settings.tick_ms / 1000
         while True:
             await asyncio.sleep(period)
-            assert self.driver is not None
+            assert self.driver is not None and self.replica is not None
             self.driver.feed([])
+            self._note_view(self.replica.view)
+
+    def _note_view(self, view: int) -> None:
+        if view > self._last_view:
+            self.metrics.view_changes.inc(view - self._last_view)
+            log.warning("node %s entered view %d", self.name, view)
+            self._last_view = view
+        self.metrics.view.set(view)
 
     async def _sync_loop(self) -> None:
         """Catch up when peers are ahead (in height or in view) and this node is not.
@@ -410,6 +450,14 @@ class Node:
             time_ms,
             lambda tx: self._admitted.get(tx.hash, 0.0),
         )
+        log.debug(
+            "propose h=%d v=%d: %d candidates -> %s (head %d)",
+            height,
+            view,
+            len(txs),
+            "WAIT" if block is None else f"{len(block.tx_hashes)} txs",
+            self.chain.height,
+        )
         if block is None and height == self.chain.height + 1:
             # The parent is executed but every pending tx is held back (a nonce gap, a tensor
             # being fetched): the core waits for AppReady, so ask again shortly.
@@ -486,8 +534,21 @@ class Node:
         self._admitted[tx.hash] = time.monotonic()
         return tx, "accepted"
 
+    @property
+    def backlog(self) -> int:
+        """Admitted txs not yet handed to the core, plus gossiped ones not yet admitted."""
+        return len(self._unfed) + self._inbox_txs
+
+    def _check_busy(self) -> None:
+        if self.backlog >= self.settings.admission_backlog:
+            raise NodeBusy(
+                f"{self.backlog} txs are waiting to be ordered (limit "
+                f"{self.settings.admission_backlog}); retry in a moment"
+            )
+
     def submit_tx(self, raw: Any, source: str = "rest") -> tuple[str, str]:
         """Admit one tx from a client, gossip it, and hand it to the core."""
+        self._check_busy()
         try:
             tx, state = self._admit(raw, local=True)
         except LedgerError:
@@ -552,6 +613,15 @@ class Node:
             self._to_core(events)
         return results
 
+    async def submit_txs_async(self, raws: list[Any]) -> list[dict[str, Any]]:
+        """`submit_txs` for a client batch, in chunks, letting consensus traffic in between."""
+        self._check_busy()
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(raws), INBOX_CHUNK):
+            results.extend(self.submit_txs(raws[start : start + INBOX_CHUNK], source="rest"))
+            await asyncio.sleep(0)
+        return results
+
     async def receive_batch(self, sender: str, body: bytes) -> tuple[int, int]:
         """A peer's signed batch: its consensus messages step the core now; its gossiped txs
         are queued for admission (signature checks are the slow part), so the peer's request
@@ -571,6 +641,7 @@ class Node:
         self.metrics.p2p_received.labels(kind="tx").inc(len(txs_raw))
         if txs_raw:
             self._inbox.put_nowait(txs_raw)
+            self._inbox_txs += len(txs_raw)
         events: list[Any] = []
         for item in consensus_raw:
             try:
@@ -586,11 +657,14 @@ class Node:
         """Admit gossiped txs, one peer batch at a time, yielding to other work in between."""
         while True:
             txs_raw = await self._inbox.get()
-            try:
-                self.submit_txs(txs_raw, source="gossip")
-            except Exception:  # one bad batch must not stop admission
-                log.exception("admitting a gossiped batch failed")
-            await asyncio.sleep(0)
+            self._inbox_txs -= len(txs_raw)
+            for start in range(0, len(txs_raw), INBOX_CHUNK):
+                try:
+                    self.submit_txs(txs_raw[start : start + INBOX_CHUNK], source="gossip")
+                except Exception:  # one bad batch must not stop admission
+                    log.exception("admitting a gossiped batch failed")
+                # Signature checks are the slow part: let consensus messages in between chunks.
+                await asyncio.sleep(0)
 
     # ----------------------------------------------------------------------- tensors
 
@@ -658,7 +732,7 @@ class Node:
 
     def refresh_gauges(self) -> None:
         view, _ = self.view_and_primary()
-        self.metrics.view.set(view)
+        self._note_view(view)
         self.metrics.height.set(self.chain.height)
         self.metrics.mempool.set(len(self.mempool))
 

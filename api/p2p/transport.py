@@ -1,6 +1,7 @@
 """Outbound peer-to-peer: one kept-alive httpx client and one batching sender per peer.
 
-Consensus messages and gossiped txs are queued per peer; a sender task drains the queue into one
+Consensus messages and gossiped txs are queued per peer in two lanes (each its own connection and
+sender task, so votes never wait behind a bulk of txs); a lane's task drains its queue into one
 signed POST /p2p/batch (up to `batch_max` items), so under load many messages share one request
 and one signature. Delivery is best effort: PBFT tolerates lost messages (timers, retransmission
 by view change, state transfer), so a batch that cannot be delivered is dropped, the peer is
@@ -61,8 +62,81 @@ def check_batch_signature(address: str, chain_id: str, body: bytes, signature: s
     return verify(address, BATCH_KIND, chain_id, {"body_sha256": sha256_hex(body)}, signature)
 
 
+class _Lane:
+    """One queue, one kept-alive connection pool and one sender task towards a peer."""
+
+    def __init__(self, link: PeerLink, kind: str, timeout_s: float) -> None:
+        self.link = link
+        self.kind = kind
+        self.queue: deque[Any] = deque()
+        self.wake = asyncio.Event()
+        self.client = httpx.AsyncClient(
+            base_url=link.url,
+            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 1.0)),
+            transport=nodelay_transport(max_connections=2),
+        )
+        self.task: asyncio.Task[None] | None = None
+
+    def push(self, item: Any) -> None:
+        if len(self.queue) >= QUEUE_LIMIT:
+            self.queue.popleft()
+            self.link.dropped += 1
+        self.queue.append(item)
+        self.wake.set()
+
+    def take(self) -> list[Any]:
+        return [self.queue.popleft() for _ in range(min(self.link.batch_max, len(self.queue)))]
+
+    async def run(self) -> None:
+        backoff = 0.05
+        link = self.link
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.queue:
+                self.wake.clear()
+                await self.wake.wait()
+            items = self.take()
+            consensus, txs = (items, []) if self.kind == "consensus" else ([], items)
+            body = link.body(consensus, txs)
+            headers = {
+                FROM_HEADER: link.key.address,
+                SIG_HEADER: batch_signature(link.key, link.chain_id, body),
+                "Content-Type": "application/json",
+            }
+            started = loop.time()
+            down = False
+            try:
+                response = await self.client.post("/p2p/batch", content=body, headers=headers)
+                ok = response.status_code < 300
+                if not ok:
+                    log.warning("peer %s refused a batch: %s", link.url, response.text[:200])
+            except httpx.TransportError as exc:
+                ok = False
+                down = isinstance(exc, httpx.ConnectError)
+                log.debug("peer %s unreachable: %s", link.url, exc)
+            if link.on_sent is not None:
+                link.on_sent(link.address, len(items), loop.time() - started)
+            if ok:
+                link.up, backoff = True, 0.05
+                continue
+            # The batch is lost (PBFT recovers lost messages by retransmission and view change).
+            link.dropped += len(items)
+            link.up = not down
+            if down:
+                # A peer that refuses connections is down: what is queued would be stale on
+                # arrival, so it goes too; wait before trying again.
+                link.dropped += len(self.queue)
+                self.queue.clear()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+
+
 class PeerLink:
-    """The outbound half of the connection to one peer: a queue and a batching sender task."""
+    """The outbound half of the connection to one peer.
+
+    Two lanes, each with its own connection and sender task: consensus messages (small,
+    latency-critical) never wait behind a bulk batch of gossiped txs to a busy peer.
+    """
 
     def __init__(
         self,
@@ -77,99 +151,41 @@ class PeerLink:
     ) -> None:
         self.address = address
         self.url = url.rstrip("/")
-        self._key = key
-        self._chain_id = chain_id
-        self._batch_max = batch_max
-        self._consensus: deque[Any] = deque()
-        self._txs: deque[Any] = deque()
-        self._wake = asyncio.Event()
-        self._on_sent = on_sent
-        self.client = httpx.AsyncClient(
-            base_url=self.url,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 1.0)),
-            transport=nodelay_transport(max_connections=4),
-        )
+        self.key = key
+        self.chain_id = chain_id
+        self.batch_max = batch_max
+        self.on_sent = on_sent
         self.up = True
         self.dropped = 0
-        self._task: asyncio.Task[None] | None = None
+        self.consensus = _Lane(self, "consensus", timeout_s)
+        self.txs = _Lane(self, "txs", timeout_s)
+
+    @property
+    def lanes(self) -> tuple[_Lane, _Lane]:
+        return self.consensus, self.txs
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"p2p-send-{self.address[:8]}")
+        for lane in self.lanes:
+            lane.task = asyncio.create_task(lane.run(), name=f"p2p-{lane.kind}-{self.address[:8]}")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
-        await self.client.aclose()
+        for lane in self.lanes:
+            if lane.task is not None:
+                lane.task.cancel()
+                try:
+                    await lane.task
+                except (asyncio.CancelledError, Exception):
+                    pass
+            await lane.client.aclose()
 
     def send_consensus(self, message: Any) -> None:
-        self._push(self._consensus, message)
+        self.consensus.push(message)
 
     def send_tx(self, tx: Any) -> None:
-        self._push(self._txs, tx)
-
-    def _push(self, queue: deque[Any], item: Any) -> None:
-        if len(queue) >= QUEUE_LIMIT:
-            queue.popleft()
-            self.dropped += 1
-        queue.append(item)
-        self._wake.set()
-
-    def _take(self) -> tuple[list[Any], list[Any]]:
-        """Drain up to `batch_max` items, consensus messages first (they are latency-critical)."""
-        room = self._batch_max
-        consensus = [self._consensus.popleft() for _ in range(min(room, len(self._consensus)))]
-        room -= len(consensus)
-        txs = [self._txs.popleft() for _ in range(min(room, len(self._txs)))]
-        return consensus, txs
+        self.txs.push(tx)
 
     def body(self, consensus: list[Any], txs: list[Any]) -> bytes:
         return json.dumps(
-            {"from": self._key.address, "to": self.address, "consensus": consensus, "txs": txs},
+            {"from": self.key.address, "to": self.address, "consensus": consensus, "txs": txs},
             separators=(",", ":"),
         ).encode()
-
-    async def _run(self) -> None:
-        backoff = 0.05
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._consensus and not self._txs:
-                self._wake.clear()
-                await self._wake.wait()
-            consensus, txs = self._take()
-            body = self.body(consensus, txs)
-            headers = {
-                FROM_HEADER: self._key.address,
-                SIG_HEADER: batch_signature(self._key, self._chain_id, body),
-                "Content-Type": "application/json",
-            }
-            started = loop.time()
-            down = False
-            try:
-                response = await self.client.post("/p2p/batch", content=body, headers=headers)
-                ok = response.status_code < 300
-                if not ok:
-                    log.warning("peer %s refused a batch: %s", self.url, response.text[:200])
-            except httpx.TransportError as exc:
-                ok = False
-                down = isinstance(exc, httpx.ConnectError)
-                log.debug("peer %s unreachable: %s", self.url, exc)
-            if self._on_sent is not None:
-                self._on_sent(self.address, len(consensus) + len(txs), loop.time() - started)
-            if ok:
-                self.up, backoff = True, 0.05
-                continue
-            # The batch is lost (PBFT recovers lost messages by retransmission and view change).
-            self.dropped += len(consensus) + len(txs)
-            self.up = not down
-            if down:
-                # A peer that refuses connections is down: what is queued would be stale on
-                # arrival, so it goes too; wait before trying again.
-                self.dropped += len(self._consensus) + len(self._txs)
-                self._consensus.clear()
-                self._txs.clear()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)

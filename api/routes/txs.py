@@ -83,7 +83,7 @@ def _tx_openapi() -> dict[str, Any]:
     "",
     response_model=TxAccepted,
     status_code=status.HTTP_202_ACCEPTED,
-    responses={**ERROR_RESPONSES, 409: ERROR_RESPONSES[422]},
+    responses={**ERROR_RESPONSES, 409: ERROR_RESPONSES[422], 503: ERROR_RESPONSES[422]},
     openapi_extra=_tx_openapi(),
 )
 async def submit_tx(request: Request, node: NodeDep) -> TxAccepted:
@@ -97,7 +97,7 @@ async def submit_tx(request: Request, node: NodeDep) -> TxAccepted:
     "/batch",
     response_model=TxBatchOut,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=ERROR_RESPONSES,
+    responses={**ERROR_RESPONSES, 503: ERROR_RESPONSES[422]},
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -114,7 +114,7 @@ async def submit_batch(request: Request, node: NodeDep) -> TxBatchOut:
         raise HTTPException(
             413, f"{len(raw['txs'])} txs in one batch; the limit is {node.settings.max_batch_txs}"
         )
-    results = [TxBatchItem(**item) for item in node.submit_txs(raw["txs"], source="rest")]
+    results = [TxBatchItem(**item) for item in await node.submit_txs_async(raw["txs"])]
     accepted = sum(1 for r in results if r.accepted)
     return TxBatchOut(accepted=accepted, rejected=len(results) - accepted, results=results)
 

@@ -43,9 +43,10 @@ def test_link_batches_queued_items_into_signed_posts() -> None:
         link = PeerLink(
             address=B.address, url="http://peer", key=A, chain_id="c", batch_max=3, timeout_s=1
         )
-        link.client = httpx.AsyncClient(
-            base_url="http://peer", transport=httpx.MockTransport(handler)
-        )
+        for lane in link.lanes:
+            lane.client = httpx.AsyncClient(
+                base_url="http://peer", transport=httpx.MockTransport(handler)
+            )
         for i in range(4):
             link.send_tx({"n": i})
         link.send_consensus({"type": "prepare"})
@@ -54,9 +55,11 @@ def test_link_batches_queued_items_into_signed_posts() -> None:
         await link.close()
 
     asyncio.run(run())
-    assert received[0]["consensus"] == [{"type": "prepare"}]  # consensus first
-    assert received[0]["txs"] == [{"n": 0}, {"n": 1}]
-    assert received[1]["txs"] == [{"n": 2}, {"n": 3}]
+    consensus = [b for b in received if b["consensus"]]
+    txs = [b["txs"] for b in received if b["txs"]]
+    assert [b["consensus"] for b in consensus] == [[{"type": "prepare"}]]
+    assert all(not b["txs"] for b in consensus)  # its own lane, never mixed with bulk txs
+    assert txs == [[{"n": 0}, {"n": 1}, {"n": 2}], [{"n": 3}]]
     assert all(b["from"] == A.address and b["to"] == B.address for b in received)
 
 
@@ -68,9 +71,10 @@ def test_dead_peer_is_marked_down_and_its_queue_dropped() -> None:
         link = PeerLink(
             address=B.address, url="http://peer", key=A, chain_id="c", batch_max=1, timeout_s=1
         )
-        link.client = httpx.AsyncClient(
-            base_url="http://peer", transport=httpx.MockTransport(handler)
-        )
+        for lane in link.lanes:
+            lane.client = httpx.AsyncClient(
+                base_url="http://peer", transport=httpx.MockTransport(handler)
+            )
         for i in range(5):
             link.send_tx({"n": i})
         link.start()
