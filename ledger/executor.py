@@ -26,6 +26,10 @@ class JobFailed(LedgerError):
     """The kernels deterministically refuse this job's inputs; the job fails (escrow refunded)."""
 
 
+#: A failed job's recorded `reason` is this prefix followed by the JobFailed message.
+FAILED_PREFIX = "re-execution refused: "
+
+
 class Executor(Protocol):
     """Computes a job's true outputs from its resolved input hashes."""
 
@@ -98,7 +102,7 @@ class RecordedExecutor:
             raise LedgerError(f"the ledger recorded no outcome for re-executed job {job.id}")
         self.executed += 1
         if record.get("status") == FAILED:
-            raise JobFailed(str(record.get("reason", "recorded failure")))
+            raise JobFailed(str(record.get("reason", "")).removeprefix(FAILED_PREFIX))
         if record.get("status") == SETTLED and record.get("settlement") in (REEXECUTED, AUDITED):
             return list(record["outputs"])
         raise LedgerError(f"the ledger's record of job {job.id} shows no re-execution")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
-from ledger.executor import JobFailed
+from ledger.executor import FAILED_PREFIX, JobFailed
 from ledger.state import (
     AGREED,
     AUDITED,
@@ -124,7 +124,7 @@ def _reexecute(ctx: BlockContext, job: Job) -> list[str] | None:
     try:
         return ctx.executor.run(job, _input_hashes(ctx, job))
     except JobFailed as exc:
-        _finish_unsettled(ctx, job, FAILED, f"re-execution refused: {exc}")
+        _finish_unsettled(ctx, job, FAILED, f"{FAILED_PREFIX}{exc}")
         return None
 
 

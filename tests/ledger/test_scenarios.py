@@ -27,6 +27,9 @@ def _audit(c: ChainHarness, *, reexecute: bool = True) -> None:
     report = verify_ledger(c.store, tensors=c.tensors, reexecute=reexecute)
     assert report.ok, report.summary()
     assert report.verified_height == c.height
+    without_tensors = verify_ledger(c.store)  # re-execution outcomes taken from the ledger
+    assert without_tensors.ok, without_tensors.summary()
+    assert without_tensors.trusted_reexecutions == sum(len(r.reexecuted) for r in c.results)
 
 
 def _post(c: ChainHarness, **kw: object) -> str:
