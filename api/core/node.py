@@ -91,9 +91,11 @@ class NodeReplica(Replica):
         return stalled
 
     def _on_client_tx(self, tx_hash: str, tx: Any) -> None:
-        # While a proposal waits for the application (AppReady retries it), trying again for
-        # every arriving tx would only rescan the whole pending set: O(n^2) under load.
-        if self.waiting_app and tx_hash not in self.pending:
+        # While a block is in flight and the next proposal waits for the application, the
+        # commit of that block retries the proposal anyway; trying again for every arriving tx
+        # would only rescan the pending set (quadratic under load).
+        in_flight = any(h > self.committed_height for h in self.accepted)
+        if self.waiting_app and in_flight and tx_hash not in self.pending:
             if len(self.pending) < self.cfg.max_pending_txs and not self.app.tx_committed(tx_hash):
                 self.pending[tx_hash] = tx
                 self._arm_view_timer()
@@ -322,6 +324,12 @@ class Node:
                 return
             self._commit_queue.popleft()
             elapsed = time.perf_counter() - started
+            log.debug(
+                "committed %d (%d txs) in %.1f ms",
+                block.height,
+                block.block.header.n_txs,
+                1000 * elapsed,
+            )
             self._after_commit(block, result, elapsed)
             self.driver.feed([AppReady(block.height)])
 
@@ -648,6 +656,12 @@ class Node:
                 events.append(Received(self.codec.decode_message(item)))
             except LedgerError as exc:
                 log.info("dropping a malformed consensus message from %s: %s", sender[:12], exc)
+        if events and log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "from %s: %s",
+                sender[:6],
+                [(type(e.msg).__name__, getattr(e.msg, "height", None)) for e in events],
+            )
         if events:
             assert self.driver is not None
             self.driver.feed(events)
