@@ -55,6 +55,14 @@ class JobFailedOnChain(LedgerError):
     """A job of the plan ended expired or failed instead of settled."""
 
 
+class PostRefused(JobFailedOnChain):
+    """A post_job was committed with a failure receipt (e.g. `bad_nonce` when a node ordered the
+    driver's txs out of nonce order): the round is posted again with fresh nonces."""
+
+
+POST_ATTEMPTS = 3
+
+
 @dataclass
 class RoundStats:
     """What one `run()` did, for progress displays and benchmarks."""
@@ -145,13 +153,20 @@ class NetworkRunner:
 
     def run(self, plan: Plan) -> dict[str, Tensor]:
         """Execute `plan` through the chain; returns its named results (JobRunner protocol)."""
-        result: dict[str, Tensor] = self._sync(self._run(plan))
-        return result
+        self.round += 1
+        for attempt in range(POST_ATTEMPTS):
+            try:
+                result: dict[str, Tensor] = self._sync(self._run(plan))
+                return result
+            except PostRefused:
+                if attempt + 1 == POST_ATTEMPTS:
+                    raise
+                self.nonce = None  # re-read it; the same round is posted again (same labels)
+        raise AssertionError("unreachable")
 
     async def _run(self, plan: Plan) -> dict[str, Tensor]:
         await self._connect()
         specs = plan.specs()
-        self.round += 1
         started = time.monotonic()
         posted: dict[int, str] = {}
         values: dict[int, list[Tensor]] = {}
@@ -324,6 +339,7 @@ class NetworkRunner:
             answer = await self.client.results(ids, wait=min(25.0, self.wait_timeout_s))
             if answer["done"]:
                 break
+            await self._check_posted([j["id"] for j in answer["jobs"] if j["status"] == "unknown"])
             if time.monotonic() > deadline:
                 open_ = sum(1 for j in answer["jobs"] if j["status"] not in ("settled",))
                 raise JobFailedOnChain(
@@ -361,6 +377,18 @@ class NetworkRunner:
         for n, i, tensor in got:
             values[n][i] = tensor
         return int(answer["height"])
+
+    async def _check_posted(self, unknown: list[str]) -> None:
+        """Raise PostRefused if a job the chain does not know was committed as a failed tx."""
+        for job_id in unknown[:3]:
+            found = await self.client.tx(job_id)
+            if found is not None and found["status"] == "committed":
+                receipt = found.get("receipt") or {}
+                if not receipt.get("ok", False):
+                    raise PostRefused(
+                        f"post_job {job_id[:16]}… failed on chain: {receipt.get('code')}: "
+                        f"{receipt.get('message')}"
+                    )
 
     # ------------------------------------------------------------------------------ checkpoints
 

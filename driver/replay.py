@@ -14,6 +14,8 @@ with `driver.plan.train_step_plan`, executes it locally with the exact kernels a
 - at each checkpoint, the weights hash equals the checkpointed `model_hash`.
 
 The learning rate comes from the checkpoint metrics `lr_num`/`lr_den` that the driver records.
+When the driver had to post a round again (a post_job failed on chain), the later job with the same
+label is the one the run used; the earlier attempt's jobs are ignored.
 Any disagreement raises `ReplayMismatch` naming the round, job or epoch.
 """
 

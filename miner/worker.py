@@ -79,6 +79,8 @@ class _Committed:
     tensors: list[Tensor]
     revealed: bool = False
     at: float = field(default_factory=time.monotonic)
+    url: str = ""
+    """The node holding the uploaded outputs (a reveal must go where its tensors are)."""
 
 
 @dataclass
@@ -306,7 +308,7 @@ class Miner:
             self.stats.submitted += 1
             return
         salt = secrets.token_hex(32)
-        record = _Committed(hashes, salt, outputs)
+        record = _Committed(hashes, salt, outputs, url=self.client.url)
         self._committed[job_id] = record
         if not await self._send(COMMIT_RESULT, commit_body(job_id, self.address, hashes, salt)):
             del self._committed[job_id]
@@ -315,6 +317,9 @@ class Miner:
 
     async def _reveal(self, job_id: str, record: _Committed) -> None:
         body = reveal_body(job_id, record.outputs, record.salt)
+        if record.url != self.client.url:  # failed over since: the new node needs the outputs
+            await asyncio.gather(*(self.client.put_tensor(t) for t in record.tensors))
+            record.url = self.client.url
         if not await self._send(REVEAL_RESULT, body):
             # Typically a fail-over: the new node lacks our outputs. Upload them and try again.
             for tensor in record.tensors:

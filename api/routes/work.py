@@ -13,6 +13,7 @@ so it costs nothing per open job beyond a dict lookup.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -23,6 +24,7 @@ from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
 from api.routes.jobs import JobOut, job_out
 from ledger.state import FINAL_STATUSES, OPEN, REVEALING, Job
+from ledger.transactions import COMMIT_RESULT, SUBMIT_RESULT
 
 router = APIRouter(prefix="/work", tags=["work"])
 
@@ -72,12 +74,33 @@ def _live_jobs(node: NodeDep) -> list[Job]:
     return out
 
 
+def _pending_results(node: NodeDep) -> tuple[Counter[str], set[tuple[str, str]]]:
+    """Commitments and submissions waiting in this node's pending set: per job, and (job, miner).
+
+    A job whose committed plus pending commitments already reach its replication is not offered:
+    another miner computing it would only lose the race to the commit phase's close.
+    """
+    per_job: Counter[str] = Counter()
+    mine: set[tuple[str, str]] = set()
+    replica = node.replica
+    if replica is None:
+        return per_job, mine
+    for tx in list(replica.pending.values()):
+        if getattr(tx, "type", None) in (COMMIT_RESULT, SUBMIT_RESULT):
+            job_id = tx.body["job_id"]
+            per_job[job_id] += 1
+            mine.add((job_id, tx.sender))
+    return per_job, mine
+
+
 def _work_for(node: NodeDep, miner: str, limit: int) -> tuple[list[Job], list[str]]:
     commit: list[Job] = []
     reveal: list[str] = []
+    pending, mine = _pending_results(node)
     for job in _live_jobs(node):
         if job.status == OPEN and miner not in job.commits and miner not in job.reveals:
-            if len(commit) < limit:
+            taken = len(job.commits) + pending[job.id] >= job.replication
+            if len(commit) < limit and not taken and (job.id, miner) not in mine:
                 commit.append(job)
         elif job.status == REVEALING and miner in job.commits and miner not in job.reveals:
             reveal.append(job.id)
