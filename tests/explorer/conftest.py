@@ -50,7 +50,9 @@ def ensure_chromium() -> str | None:
     return None if os.path.exists(CHROMIUM) else "apt-get installed no /usr/bin/chromium"
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while sync_playwright() is active it keeps an asyncio loop running
+# in the main thread, which breaks every later test that calls asyncio.run().
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     problem = ensure_chromium()
     if problem is not None:
@@ -72,7 +74,7 @@ def page(browser: Any) -> Iterator[Any]:
     context.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A running 4-validator testnet with transfers, a failed tx, agreed/audited/disputed jobs,
     a DAG edge, an expired job and a training run with checkpoints, all committed by PBFT."""
