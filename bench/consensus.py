@@ -198,10 +198,14 @@ def main() -> None:
         txs = make_txs(net, args.txs, senders)
         print(f"signed {len(txs)} txs in {time.perf_counter() - t0:.1f} s (not timed below)")
         sat = asyncio.run(saturation(net, txs, args.batch, args.clients))
+        succeeded = sum(
+            httpx.get(f"{net.url(0)}/api/v1/accounts/{k.address}").json()["nonce"] for k in senders
+        )
         print(
             f"saturation: {sat['txs']} txs committed on all 4 nodes in {sat['seconds']:.2f} s "
             f"= {sat['txs_per_s']:,.0f} txs/s ({sat['blocks']} blocks, "
-            f"{sat['txs_per_block']:.0f} txs/block; submission took {sat['submit_seconds']:.2f} s)"
+            f"{sat['txs_per_block']:.0f} txs/block; submission took {sat['submit_seconds']:.2f} s; "
+            f"{len(txs) - succeeded} failed receipts)"
         )
         lat = asyncio.run(light_load(net, args.latency_samples, net.miners[0]))
         print(

@@ -29,8 +29,9 @@ from ledger.store import Head, Store
 from ledger.tensorstore import TensorStore
 from ledger.transactions import POST_JOB, REVEAL_RESULT, SUBMIT_RESULT, Tx, check_signature
 
-#: How long a proposer holds a tx whose nonce is ahead of its sender's next one.
-NONCE_HOLD_S = 1.0
+#: How long a proposer holds a tx whose nonce is ahead of its sender's next one (the gap may be
+#: gossip still on its way). Well under the view timeout: a tx held longer looks censored.
+NONCE_HOLD_S = 2.0
 SIG_CACHE = 1 << 18
 
 
@@ -142,7 +143,7 @@ class Chain:
         txs: Sequence[Tx],
         proposer: str,
         time_ms: int,
-        admitted_at: Callable[[Tx], float],
+        held_since: Callable[[Tx], float],
     ) -> ConsensusBlock | None:
         """The block at `height` from `txs`, or None (WAIT) until the parent is executed."""
         if height != self.head.height + 1 or prev_hash != self.head.hash:
@@ -157,7 +158,7 @@ class Chain:
             ready,
             self.genesis.params.max_block_txs,
             self.state.nonce,
-            admitted_at,
+            held_since,
             NONCE_HOLD_S,
         )
         if not chosen:

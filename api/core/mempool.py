@@ -115,13 +115,13 @@ def order_for_block(
     txs: Sequence[Tx],
     max_txs: int,
     next_nonce: Callable[[str], int],
-    admitted_at: Callable[[Tx], float],
+    held_since: Callable[[Tx], float],
     hold_s: float,
 ) -> list[Tx]:
     """Choose and order txs for a block: arrival order, but each sender's txs in nonce order.
 
-    A tx whose nonce is ahead of its sender's next one waits (unless it has waited `hold_s`
-    already, when it goes in and gets its failure receipt); a stale nonce goes in at once.
+    A tx whose nonce is ahead of its sender's next one waits (unless `hold_s` have passed since
+    `held_since(tx)`, when it goes in and gets its failure receipt); a stale nonce goes in at once.
     """
     now = time.monotonic()
     by_sender: dict[str, dict[int, Tx]] = {}
@@ -148,8 +148,70 @@ def order_for_block(
             expected[sender] += 1
         if tx.hash in taken or len(chosen) >= max_txs:
             continue
-        if tx.nonce < expected[sender] or now - admitted_at(tx) > hold_s:
+        if tx.nonce < expected[sender] or now - held_since(tx) > hold_s:
             pending.pop(tx.nonce, None)
             chosen.append(tx)
             taken.add(tx.hash)
     return chosen
+
+
+class NonceQueue:
+    """Admitted txs that wait for their turn: released only in gap-free nonce order per sender.
+
+    A tx whose nonce is ahead of its sender's next one would fail with `bad_nonce` if ordered
+    now, and under load the missing one is often merely still on its way (gossip, a client
+    sending consecutive nonces to different nodes). So such a tx is not handed to consensus at
+    all until the gap fills (as Ethereum's "queued" txs); one that waits longer than the TTL is
+    dropped (its sender resubmits). Txs handed over leave in nonce order, so the primary can put
+    a sender's whole run in one block.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, dict[int, Tx]] = {}
+        self._next: dict[str, int] = {}
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def next_nonce(self, sender: str, committed_next: int) -> int:
+        """The sender's next nonce counting txs already released (committed or not)."""
+        return max(committed_next, self._next.get(sender, 0))
+
+    def holds(self, sender: str, nonce: int) -> bool:
+        return nonce in self._waiting.get(sender, {})
+
+    def add(self, tx: Tx) -> None:
+        self._waiting.setdefault(tx.sender, {})[tx.nonce] = tx
+        self.count += 1
+
+    def release(self, sender: str, committed_next: int) -> tuple[list[Tx], list[Tx]]:
+        """(txs now in turn, in nonce order; stale txs whose nonce got used meanwhile)."""
+        waiting = self._waiting.get(sender)
+        if not waiting:
+            if committed_next > self._next.get(sender, 0):
+                self._next.pop(sender, None)  # nothing in flight: the state knows best
+            return [], []
+        stale = [waiting.pop(n) for n in sorted(n for n in waiting if n < committed_next)]
+        nonce = self.next_nonce(sender, committed_next)
+        ready = []
+        while nonce in waiting:
+            ready.append(waiting.pop(nonce))
+            nonce += 1
+        self._next[sender] = nonce
+        if not waiting:
+            del self._waiting[sender]
+        self.count -= len(ready) + len(stale)
+        return ready, stale
+
+    def expire(self, is_old: Callable[[Tx], bool]) -> list[Tx]:
+        """Drop and return the waiting txs `is_old` says waited too long."""
+        dropped = []
+        for sender in list(self._waiting):
+            waiting = self._waiting[sender]
+            for nonce in [n for n, tx in waiting.items() if is_old(tx)]:
+                dropped.append(waiting.pop(nonce))
+            if not waiting:
+                del self._waiting[sender]
+        self.count -= len(dropped)
+        return dropped

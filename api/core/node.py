@@ -23,7 +23,7 @@ from api.core.config import Settings
 from api.core.driver import ConsensusDriver
 from api.core.errors import NodeBusy, NonceUsed
 from api.core.events import EventHub
-from api.core.mempool import Mempool
+from api.core.mempool import Mempool, NonceQueue
 from api.core.metrics import NodeMetrics
 from api.core.peers import Peers
 from api.core.wal import ConsensusWal
@@ -51,6 +51,8 @@ from ledger.transactions import Tx, check_tx
 
 log = logging.getLogger(__name__)
 
+#: A tx whose nonce gap has not filled after this long is dropped (its sender resubmits).
+GAP_TTL_S = 60.0
 #: Gossiped txs admitted per turn of the event loop.
 INBOX_CHUNK = 100
 #: Rewrite the consensus WAL at a stable checkpoint once it holds more records than this.
@@ -143,12 +145,11 @@ class Node:
         self._client: httpx.AsyncClient | None = None
         self._inbox: asyncio.Queue[list[Any]] = asyncio.Queue()
         self._nudge: asyncio.TimerHandle | None = None
-        self._unfed: deque[Tx] = deque()
+        self._queued = NonceQueue()
         self._records: list[Any] = []
         self._last_view = 0
         self._inbox_txs = 0
-        self._fed: set[str] = set()
-        self.feed_window = 2 * self.genesis.params.max_block_txs
+        self._inbox_quiet_since = 0.0
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -232,6 +233,7 @@ class Node:
             await asyncio.sleep(self.settings.sync_interval_s)
             if self.peers.isolated or self.replica is None or self.driver is None:
                 continue
+            self._expire_queued()
             try:
                 last_height = await self._sync_once(last_height)
             except Exception:  # the loop must survive anything a peer sends
@@ -341,9 +343,8 @@ class Node:
             if admitted is not None:
                 self.metrics.commit_latency.observe(now - admitted)
         self.mempool.remove_committed(hashes)
-        self._fed.difference_update(hashes)
-        if self._unfed:
-            self._to_core([])
+        if len(self._queued):
+            self._to_core([], senders={tx.sender for tx in block.block.txs})
         self.metrics.block_apply.observe(elapsed)
         self.metrics.blocks.inc()
         self.metrics.txs_committed.inc(len(hashes))
@@ -456,7 +457,7 @@ class Node:
             [tx for _, tx in txs],
             proposer,
             time_ms,
-            lambda tx: self._admitted.get(tx.hash, 0.0),
+            self._held_since,
         )
         log.debug(
             "propose h=%d v=%d: %d candidates -> %s (head %d)",
@@ -471,6 +472,17 @@ class Node:
             # being fetched): the core waits for AppReady, so ask again shortly.
             self._nudge_later()
         return block
+
+    def _held_since(self, tx: Tx) -> float:
+        """When the nonce-gap hold of `tx` started counting (see `order_for_block`).
+
+        Not before the tx was admitted, and not while gossiped txs still wait for admission
+        here: the missing nonce may well be among them, and under load that queue can take
+        longer than the hold to drain.
+        """
+        if self._inbox_txs:
+            return float("inf")
+        return max(self._admitted.get(tx.hash, 0.0), self._inbox_quiet_since)
 
     def _nudge_later(self, delay_s: float = 0.05) -> None:
         if self._nudge is not None:
@@ -518,11 +530,16 @@ class Node:
             return tx, "pending"
         check_tx(tx, self.genesis.chain_id, self.genesis.params)
         self.chain.mark_verified(tx)
-        expected = self.chain.next_nonce(tx.sender)
-        if tx.nonce < expected:
+        committed_next = self.chain.next_nonce(tx.sender)
+        if tx.nonce < committed_next:
             raise NonceUsed(
                 f"nonce {tx.nonce} of {tx.sender[:16]}… is already used; its next nonce is "
-                f"{expected} (checked at admission against the committed state)"
+                f"{committed_next} (checked at admission against the committed state)"
+            )
+        expected = self._queued.next_nonce(tx.sender, committed_next)
+        if tx.nonce < expected or self._queued.holds(tx.sender, tx.nonce):
+            raise NonceUsed(
+                f"another tx of {tx.sender[:16]}… with nonce {tx.nonce} is already pending"
             )
         if tx.nonce > expected + MAX_NONCE_AHEAD:
             raise InvalidTransaction(
@@ -545,7 +562,7 @@ class Node:
     @property
     def backlog(self) -> int:
         """Admitted txs not yet handed to the core, plus gossiped ones not yet admitted."""
-        return len(self._unfed) + self._inbox_txs
+        return len(self._queued) + self._inbox_txs
 
     def _check_busy(self) -> None:
         if self.backlog >= self.settings.admission_backlog:
@@ -568,25 +585,29 @@ class Node:
             self._to_core([tx])
         return tx.hash, state
 
-    def _to_core(self, txs: list[Tx]) -> None:
-        """Hand admitted txs to the core, keeping at most `feed_window` of them uncommitted there.
-
-        The core treats a tx it has held for a whole view timeout without seeing it proposed as
-        censored and changes view. Under a backlog bigger than a few blocks that would be a false
-        alarm (every tx is served in arrival order, just not yet), so the excess waits here and
-        is handed over as blocks commit.
-        """
-        self._unfed.extend(txs)
+    def _to_core(self, txs: list[Tx], senders: set[str] | None = None) -> None:
+        """Queue admitted txs and hand the core every tx whose turn has come (`NonceQueue`)."""
+        for tx in txs:
+            self._queued.add(tx)
         events: list[Any] = []
-        while self._unfed and len(self._fed) < self.feed_window:
-            tx = self._unfed.popleft()
-            if tx.hash in self.chain.committed or tx.hash in self._fed:
-                continue
-            self._fed.add(tx.hash)
-            events.append(ClientTx(tx.hash, tx))
+        for sender in {tx.sender for tx in txs} | (senders or set()):
+            ready, stale = self._queued.release(sender, self.chain.next_nonce(sender))
+            events.extend(ClientTx(tx.hash, tx) for tx in ready)
+            for tx in stale:
+                self._forget(tx)
         if events:
             assert self.driver is not None
             self.driver.feed(events)
+
+    def _forget(self, tx: Tx) -> None:
+        """Drop a tx that will never be ordered (stale nonce, waited too long for its turn)."""
+        self.mempool.remove_committed([tx.hash])
+        self._admitted.pop(tx.hash, None)
+
+    def _expire_queued(self) -> None:
+        now = time.monotonic()
+        for tx in self._queued.expire(lambda t: now - self._admitted.get(t.hash, now) > GAP_TTL_S):
+            self._forget(tx)
 
     def submit_txs(self, raws: list[Any], source: str = "rest") -> list[dict[str, Any]]:
         """Admit many txs; each gets its own verdict. One gossip batch, one core step batch."""
@@ -671,12 +692,16 @@ class Node:
         """Admit gossiped txs, one peer batch at a time, yielding to other work in between."""
         while True:
             txs_raw = await self._inbox.get()
-            self._inbox_txs -= len(txs_raw)
             for start in range(0, len(txs_raw), INBOX_CHUNK):
+                chunk = txs_raw[start : start + INBOX_CHUNK]
                 try:
-                    self.submit_txs(txs_raw[start : start + INBOX_CHUNK], source="gossip")
+                    self.submit_txs(chunk, source="gossip")
                 except Exception:  # one bad batch must not stop admission
                     log.exception("admitting a gossiped batch failed")
+                finally:
+                    self._inbox_txs -= len(chunk)
+                if not self._inbox_txs:
+                    self._inbox_quiet_since = time.monotonic()
                 # Signature checks are the slow part: let consensus messages in between chunks.
                 await asyncio.sleep(0)
 

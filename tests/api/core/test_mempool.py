@@ -62,3 +62,32 @@ def test_limit_and_exclusion() -> None:
     assert not pool.add(tx(ALICE, 1))
     assert pool.select(10, next_nonce=lambda s: 0, exclude={a.hash}) == [b]
     assert pool.select(1, next_nonce=lambda s: 0) == [a]
+
+
+def test_nonce_queue_releases_only_gap_free_runs() -> None:
+    from api.core.mempool import NonceQueue
+
+    queue = NonceQueue()
+    for n in (2, 3, 5):
+        queue.add(tx(ALICE, n))
+    ready, stale = queue.release(ALICE.address, committed_next=0)
+    assert ready == [] and stale == [] and len(queue) == 3  # nonces 0 and 1 still missing
+    queue.add(tx(ALICE, 0))
+    queue.add(tx(ALICE, 1))
+    ready, _ = queue.release(ALICE.address, committed_next=0)
+    assert [t.nonce for t in ready] == [0, 1, 2, 3]
+    assert queue.next_nonce(ALICE.address, 0) == 4 and queue.holds(ALICE.address, 5)
+    # The state moved past 5 through txs seen elsewhere: 5 is stale, nothing waits any more.
+    ready, stale = queue.release(ALICE.address, committed_next=6)
+    assert ready == [] and [t.nonce for t in stale] == [5] and len(queue) == 0
+
+
+def test_nonce_queue_expiry() -> None:
+    from api.core.mempool import NonceQueue
+
+    queue = NonceQueue()
+    old, new = tx(ALICE, 7), tx(BOB, 9)
+    queue.add(old)
+    queue.add(new)
+    assert queue.expire(lambda t: t is old) == [old]
+    assert len(queue) == 1 and queue.holds(BOB.address, 9)
