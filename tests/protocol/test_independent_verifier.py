@@ -1,0 +1,379 @@
+"""The independent verifier (written from docs/PROTOCOL.md alone) against a chain the project's own
+code built: it accepts the real chain, rejects each kind of tampering at the right height, and
+agrees with the project on canonical JSON, tensor hashes and the dense_forward kernel."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import independent_verifier as iv
+import numpy as np
+import pytest
+
+from ledger import kernels
+from ledger.encoding import canonical_json
+from ledger.errors import ExactRangeError
+from ledger.genesis import Params
+from ledger.harness import ChainHarness
+from ledger.tensor import Tensor, quantize
+from ledger.tensorstore import MissingTensor
+from ledger.transactions import tensor_input
+
+LEAKY = {"act": "leaky_relu", "out_frac": 10, "slope_num": 3, "slope_shift": 5}
+RELU = {"act": "relu", "out_frac": 8}
+
+
+def _layer(seed: int, n: int, k: int, m: int, x_frac: int = 8) -> tuple[Tensor, Tensor, Tensor]:
+    rng = np.random.default_rng(seed)
+    x = quantize(rng.normal(size=(n, k)), x_frac)
+    w = quantize(rng.normal(size=(k, m)) * 0.5, 8)
+    b = quantize(rng.normal(size=(m,)) * 0.1, 12)
+    return x, w, b
+
+
+class Built:
+    """A stored chain with jobs (one fed by another), a dispute, transfers and failing txs."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.db = tmp / "ledger.db"
+        c = ChainHarness(
+            balances={"alice": 1_000, "bob": 500},
+            params=Params(audit_rate_ppm=0),
+            tensor_dir=tmp / "tensors",
+            db_url=str(self.db),
+        )
+        self.chain = c
+        first = c.transfer("alice", "bob", 5)
+        c.commit_block([first])  # 1
+        x, w, b = _layer(0, 4, 3, 2)
+        for t in (x, w, b):
+            c.put_tensor(t)
+        post1 = c.post_job(
+            "alice", op="dense_forward", inputs=[tensor_input(t) for t in (x, w, b)], params=RELU
+        )
+        w2 = quantize(np.random.default_rng(1).normal(size=(2, 3)), 8)
+        b2 = quantize(np.array([0.25, -0.5, 0.125]), 8)
+        c.put_tensor(w2)
+        c.put_tensor(b2)
+        post2 = c.post_job(
+            "alice",
+            op="dense_forward",
+            inputs=[{"job": post1.hash, "output": 0}, tensor_input(w2), tensor_input(b2)],
+            params=LEAKY,
+        )
+        c.commit_block([post1, post2])  # 2
+        c.settle(post1.hash, ["m1", "m2"])  # 3, 4: agreed
+        c.settle(post2.hash, ["m1", "liar"], outputs={"liar": [iv.sha256_hex(b"lie")]})  # 5, 6
+        self.jobs = (post1.hash, post2.hash)
+        c.commit_block(
+            [
+                c.transfer("bob", "alice", 10_000),  # insufficient_funds
+                first,  # a replay: bad_nonce
+                c.checkpoint("alice", "run-1", 0, iv.sha256_hex(b"weights"), {"loss": -3}),
+                c.transfer("bob", "carol", 7),
+            ]
+        )  # 7
+        c.advance(2)  # 8, 9: empty blocks
+        assert c.job(post1.hash).status == "settled"
+        assert c.job(post2.hash).settlement == "reexecuted"
+        assert [r.code for r in c.results[6].receipts][:2] == ["insufficient_funds", "bad_nonce"]
+        assert c.store is not None
+        c.store.close()
+        self.height = 9
+
+    def tensor_bytes(self, h: str) -> bytes:
+        assert self.chain.tensors is not None
+        try:
+            return self.chain.tensors.get(h).to_bytes()
+        except MissingTensor as e:
+            raise KeyError(h) from e
+
+    def tampered(self, tmp: Path, *statements: str) -> str:
+        """A copy of the ledger with the append-only triggers dropped and `statements` run."""
+        path = tmp / f"tampered-{len(list(tmp.glob('tampered-*')))}.db"
+        src = sqlite3.connect(self.db)
+        dst = sqlite3.connect(path)
+        src.backup(dst)
+        src.close()
+        names = [r[0] for r in dst.execute("SELECT name FROM sqlite_master WHERE type='trigger'")]
+        for name in names:
+            dst.execute(f"DROP TRIGGER {name}")
+        for s in statements:
+            dst.execute(s)
+        dst.commit()
+        dst.close()
+        return str(path)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return Built(tmp_path_factory.mktemp("chain"))
+
+
+def test_accepts_the_real_chain(built: Built) -> None:
+    report = iv.verify_sqlite(str(built.db), built.tensor_bytes)
+    assert report.height == built.height
+    assert report.n_txs == 1 + 2 + 2 + 2 + 2 + 2 + 4
+    assert report.genesis_hash == built.chain.genesis.hash
+    assert report.state_root == built.chain.state.root
+    assert report.kernel_checks == 2  # both dense_forward jobs recomputed in Python integers
+
+
+def _one_char_changed(text: str, old: str, new: str) -> str:
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+def _sql_str(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _rejects(path: str, height: int, words: str) -> None:
+    with pytest.raises(iv.VerifyError) as e:
+        iv.verify_sqlite(path)
+    assert e.value.height == height, str(e.value)
+    assert words in str(e.value)
+
+
+def _cell(built: Built, sql: str) -> str:
+    con = sqlite3.connect(built.db)
+    try:
+        return str(con.execute(sql).fetchone()[0])
+    finally:
+        con.close()
+
+
+def test_rejects_a_changed_tx_body(built: Built, tmp_path: Path) -> None:
+    body = _cell(built, "SELECT body FROM txs WHERE height = 2 AND idx = 1")
+    new = _one_char_changed(body, '"replication":2', '"replication":3')
+    path = built.tampered(
+        tmp_path, f"UPDATE txs SET body = {_sql_str(new)} WHERE height = 2 AND idx = 1"
+    )
+    _rejects(path, 2, "bad signature")
+
+
+def test_rejects_a_changed_header_field(built: Built, tmp_path: Path) -> None:
+    path = built.tampered(tmp_path, "UPDATE blocks SET time_ms = time_ms + 1 WHERE height = 4")
+    _rejects(path, 4, "digest(header)")
+
+
+def test_rejects_a_rehashed_header_by_its_certificate(built: Built, tmp_path: Path) -> None:
+    con = sqlite3.connect(built.db)
+    con.row_factory = sqlite3.Row
+    row = con.execute("SELECT * FROM blocks WHERE height = 4").fetchone()
+    con.close()
+    header = {k: row[k] for k in iv.HEADER_KEYS}
+    header["time_ms"] += 1
+    new_hash = iv.block_hash(header)
+    path = built.tampered(
+        tmp_path,
+        f"UPDATE blocks SET time_ms = time_ms + 1, hash = '{new_hash}' WHERE height = 4",
+    )
+    _rejects(path, 4, "certificate")
+
+
+def test_rejects_a_bad_certificate_signature(built: Built, tmp_path: Path) -> None:
+    sigs = _cell(built, "SELECT signatures FROM certificates WHERE height = 3")
+    i = sigs.index('"signature":"') + len('"signature":"') + 10
+    flipped = sigs[:i] + ("0" if sigs[i] != "0" else "1") + sigs[i + 1 :]
+    path = built.tampered(
+        tmp_path, f"UPDATE certificates SET signatures = {_sql_str(flipped)} WHERE height = 3"
+    )
+    _rejects(path, 3, "bad signature")
+
+
+def test_rejects_a_certificate_below_quorum(built: Built, tmp_path: Path) -> None:
+    sigs = iv.parse_json(_cell(built, "SELECT signatures FROM certificates WHERE height = 6"))
+    short = iv.canonical_json(sigs[:-1]).decode()
+    path = built.tampered(
+        tmp_path, f"UPDATE certificates SET signatures = {_sql_str(short)} WHERE height = 6"
+    )
+    _rejects(path, 6, "quorum")
+
+
+def test_rejects_a_changed_state_diff(built: Built, tmp_path: Path) -> None:
+    diff = iv.parse_json(_cell(built, "SELECT diff FROM block_diffs WHERE height = 5"))
+    account = next(iter(diff["accounts"]))
+    diff["accounts"][account]["balance"] += 1
+    text = iv.canonical_json(diff).decode()
+    path = built.tampered(
+        tmp_path, f"UPDATE block_diffs SET diff = {_sql_str(text)} WHERE height = 5"
+    )
+    _rejects(path, 5, "state_root")
+
+
+def test_rejects_a_changed_receipt(built: Built, tmp_path: Path) -> None:
+    path = built.tampered(
+        tmp_path, "UPDATE receipts SET message = 'all fine' WHERE height = 7 AND idx = 0"
+    )
+    _rejects(path, 7, "receipts_root")
+
+
+def _header_row(built: Built, height: int) -> dict:
+    con = sqlite3.connect(built.db)
+    con.row_factory = sqlite3.Row
+    row = con.execute("SELECT * FROM blocks WHERE height = ?", (height,)).fetchone()
+    con.close()
+    return {k: row[k] for k in iv.HEADER_KEYS}
+
+
+def test_rejects_a_broken_prev_hash_link(built: Built, tmp_path: Path) -> None:
+    """Block 8 re-hashed after its prev_hash was changed: the link, not the hash, fails."""
+    header = _header_row(built, 8)
+    header["prev_hash"] = iv.sha256_hex(b"elsewhere")
+    path = built.tampered(
+        tmp_path,
+        f"UPDATE blocks SET prev_hash = '{header['prev_hash']}', "
+        f"hash = '{iv.block_hash(header)}' WHERE height = 8",
+    )
+    _rejects(path, 8, "prev_hash")
+
+
+def test_block_1_links_to_the_genesis_hash(built: Built, tmp_path: Path) -> None:
+    header = _header_row(built, 1)
+    assert header["prev_hash"] == built.chain.genesis.hash
+    path = built.tampered(
+        tmp_path, """UPDATE meta SET value = replace(value, '"url":""', '"url":"x"')"""
+    )
+    _rejects(path, 1, "prev_hash")
+
+
+def test_genesis_hash_covers_the_normalised_genesis() -> None:
+    """§6.7: a genesis file that omits defaults hashes as if it spelled them out."""
+    from ledger.genesis import Genesis
+
+    raw = {
+        "chain_id": "minimal",
+        "validators": [{"address": "ab" * 32}],
+        "params": {"replication": 3},
+    }
+    assert iv.genesis_hash(raw) == Genesis.from_dict(raw).hash
+    assert iv.genesis_hash(raw) != iv.digest(raw)
+
+
+def test_certificate_of_a_later_view_is_accepted(built: Built, tmp_path: Path) -> None:
+    """§6.5: a block re-proposed after a view change commits in a view above its header's."""
+    from ledger.certificate import sign_commit_vote
+    from ledger.harness import validator_keys_for
+    from ledger.store import Store
+    from ledger.verify import verify_ledger
+
+    block_hash = iv.block_hash(_header_row(built, 9))
+    sigs = sorted(
+        (
+            {
+                "signature": sign_commit_vote(k, built.chain.chain_id, 9, 3, block_hash),
+                "validator": k.address,
+            }
+            for k in validator_keys_for(4)[1:]
+        ),
+        key=lambda s: s["validator"],
+    )
+    text = iv.canonical_json(sigs).decode()
+    path = built.tampered(
+        tmp_path,
+        f"UPDATE certificates SET view = 3, signatures = {_sql_str(text)} WHERE height = 9",
+    )
+    assert iv.verify_sqlite(path).height == 9
+    store = Store.open(path)
+    try:
+        assert verify_ledger(store).ok
+    finally:
+        store.close()
+
+
+def test_kernel_check_catches_a_wrong_settled_output(built: Built, tmp_path: Path) -> None:
+    """The head's diff is covered by no certificate yet (§6.4): a forged settled output there,
+    with the head's state_root recomputed, is only caught by recomputing the kernel."""
+    diff = iv.parse_json(_cell(built, "SELECT diff FROM block_diffs WHERE height = 9"))
+    prev_root = _cell(built, "SELECT state_root FROM blocks WHERE height = 8")
+    jobs = iv.parse_json(_cell(built, "SELECT diff FROM block_diffs WHERE height = 4"))["jobs"]
+    record = jobs[built.jobs[0]]
+    assert record["status"] == "settled"
+    record["outputs"] = [iv.sha256_hex(b"fake output")]
+    diff["jobs"][built.jobs[0]] = record
+    text = iv.canonical_json(diff).decode()
+    root = iv.next_root(prev_root, text.encode())
+    path = built.tampered(
+        tmp_path,
+        f"UPDATE block_diffs SET diff = {_sql_str(text)} WHERE height = 9",
+        f"UPDATE blocks SET state_root = '{root}' WHERE height = 9",
+    )
+    assert iv.verify_sqlite(path).height == 9  # consistent without tensors
+    with pytest.raises(iv.VerifyError) as e:
+        iv.verify_sqlite(path, built.tensor_bytes)
+    assert e.value.height == 9 and "recomputed dense_forward" in str(e.value)
+
+
+# --------------------------------------------------------------------------- encoding and tensors
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"b": 1, "a": [True, False, None, -(2**63 - 1)], "": "x"},
+        {"\uffff": 1, "\U0001f600": 2, "é": 3, "z": 4},
+        ["\x00\x01\x1f\x7f", '"\\/\b\f\n\r\t', "ü€😀", "\u2028\u2029"],
+    ],
+)
+def test_canonical_json_agrees_with_the_project(value: object) -> None:
+    assert iv.canonical_json(value) == canonical_json(value)
+
+
+@pytest.mark.parametrize(
+    ("data", "frac"),
+    [
+        (np.arange(12, dtype=np.int32).reshape(3, 4) - 5, 7),
+        (np.array([-(2**62), 2**62, 0], dtype=np.int64), 0),
+        (np.arange(24, dtype=np.int64).reshape(2, 3, 2, 2), 30),
+        (np.array([[7]], dtype=np.int32), 12),
+    ],
+)
+def test_tensor_hash_from_wire_bytes(data: np.ndarray, frac: int) -> None:
+    t = Tensor(data, frac)
+    decoded = iv.decode_wire_tensor(t.to_bytes(), t.hash)
+    assert decoded.hash == t.hash
+    assert decoded.values() == [int(v) for v in data.ravel()]
+    assert decoded.shape == data.shape
+
+
+def test_tensor_wire_bytes_with_a_wrong_hash_are_refused() -> None:
+    t = Tensor(np.array([1, 2, 3], dtype=np.int64), 4)
+    with pytest.raises(iv.VerifyError, match="hash"):
+        iv.decode_wire_tensor(t.to_bytes(), Tensor(np.array([1, 2, 4], dtype=np.int64), 4).hash)
+    with pytest.raises(iv.VerifyError, match="payload"):
+        iv.decode_wire_tensor(t.to_bytes() + b"\x00")
+
+
+@pytest.mark.parametrize(
+    ("params", "seed", "x_frac"),
+    [
+        (RELU, 3, 8),
+        (LEAKY, 4, 8),
+        ({"act": "identity", "out_frac": 16}, 5, 8),
+        ({"act": "identity", "out_frac": 0}, 6, 12),  # large shift, ties and negatives
+        ({"act": "leaky_relu", "out_frac": 3, "slope_num": 1, "slope_shift": 1}, 7, 10),
+    ],
+)
+def test_dense_forward_in_python_integers_matches_the_kernels(
+    params: dict, seed: int, x_frac: int
+) -> None:
+    x, w, b = _layer(seed, 5, 7, 3, x_frac)
+    (expected,) = kernels.execute("dense_forward", params, [x, w, b])
+    wires = [iv.decode_wire_tensor(t.to_bytes(), t.hash) for t in (x, w, b)]
+    got = iv.dense_forward(params, *wires)
+    assert got.values() == [int(v) for v in expected.data.ravel()]
+    assert got.hash == expected.hash
+
+
+def test_dense_forward_refuses_the_same_inputs_as_the_kernels() -> None:
+    big = 2**40
+    x = Tensor(np.full((2, 4), big, dtype=np.int64), 0)
+    w = Tensor(np.full((4, 2), big, dtype=np.int64), 0)
+    b = Tensor(np.zeros(2, dtype=np.int64), 0)
+    params = {"act": "identity", "out_frac": 0}
+    with pytest.raises(ExactRangeError):
+        kernels.execute("dense_forward", params, [x, w, b])
+    with pytest.raises(iv.Refused):
+        iv.dense_forward(params, *(iv.decode_wire_tensor(t.to_bytes()) for t in (x, w, b)))
