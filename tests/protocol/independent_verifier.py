@@ -42,6 +42,11 @@ HEADER_KEYS = (
     "view",
 )
 TX_WIRE_KEYS = {"type", "sender", "nonce", "body", "signature"}
+JOB_KEYS = set(
+    "id poster op kernel_version inputs params replication reward deadline output_metas macs "
+    "posted_height status run label open_height commit_deadline closed_height reveal_deadline "
+    "commits reveals outputs settled_height settlement verdicts paid slashed refund reason".split()
+)
 DIFF_KEYS = {"height", "accounts", "jobs", "miners", "runs", "checkpoints", "receipts_root"}
 
 
@@ -333,6 +338,114 @@ def tx_hash(tx: Mapping[str, Any]) -> str:
     return digest(tx_envelope(tx))
 
 
+NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:/@+-")
+
+
+def _int_in(v: Any, lo: int, hi: int) -> bool:
+    return type(v) is int and lo <= v <= hi
+
+
+def _is_name(v: Any) -> bool:
+    return isinstance(v, str) and 1 <= len(v) <= 128 and set(v) <= NAME_CHARS
+
+
+def _hashes(v: Any) -> bool:
+    return isinstance(v, list) and 1 <= len(v) <= 16 and all(_is_hex(x, 64) for x in v)
+
+
+def _input_ref(ref: Any) -> bool:
+    """§5.3 input refs: a tensor with its metadata, or an earlier job's output."""
+    if not isinstance(ref, dict):
+        return False
+    if set(ref) == {"job", "output"}:
+        return _is_hex(ref["job"], 64) and _int_in(ref["output"], 0, 15)
+    if set(ref) != {"tensor", "dtype", "shape", "frac_bits"}:
+        return False
+    shape = ref["shape"]
+    return (
+        _is_hex(ref["tensor"], 64)
+        and ref["dtype"] in ITEMSIZE
+        and isinstance(shape, list)
+        and 1 <= len(shape) <= 4
+        and all(_int_in(d, 1, INT_MAX) for d in shape)
+        and _int_in(ref["frac_bits"], 0, 30)
+    )
+
+
+def _metrics(v: Any) -> bool:
+    return (
+        isinstance(v, dict)
+        and len(v) <= 16
+        and all(_is_name(k) and _int_in(x, -(2**62), 2**62) for k, x in v.items())
+    )
+
+
+_BODY_RULES: dict[str, tuple[dict[str, Callable[[Any], bool]], set[str]]] = {
+    "transfer": ({"to": lambda v: _is_hex(v, 64), "amount": lambda v: _int_in(v, 1, 2**62)}, set()),
+    "post_job": (
+        {
+            "op": _is_name,
+            "kernel_version": _is_name,
+            "inputs": lambda v: (
+                isinstance(v, list) and 1 <= len(v) <= 16 and all(_input_ref(r) for r in v)
+            ),
+            "params": lambda v: isinstance(v, dict),
+            "replication": lambda v: _int_in(v, 1, 16),
+            "reward": lambda v: _int_in(v, 0, 2**62),
+            "deadline": lambda v: _int_in(v, 1, 100000),
+            "run": _is_name,
+            "label": _is_name,
+        },
+        {"run", "label"},
+    ),
+    "commit_result": (
+        {"job_id": lambda v: _is_hex(v, 64), "commitment": lambda v: _is_hex(v, 64)},
+        set(),
+    ),
+    "reveal_result": (
+        {"job_id": lambda v: _is_hex(v, 64), "outputs": _hashes, "salt": lambda v: _is_hex(v, 64)},
+        set(),
+    ),
+    "submit_result": ({"job_id": lambda v: _is_hex(v, 64), "outputs": _hashes}, set()),
+    "checkpoint": (
+        {
+            "run": _is_name,
+            "epoch": lambda v: _int_in(v, 0, 2**62),
+            "model_hash": lambda v: _is_hex(v, 64),
+            "metrics": _metrics,
+        },
+        set(),
+    ),
+}
+
+
+def check_body(tx_type: str, body: Any) -> None:
+    """§5.2/§5.3: the body has exactly its type's required keys (plus optional ones), each of
+    the stated form."""
+    if tx_type not in _BODY_RULES:
+        raise VerifyError(f"unknown tx type {tx_type!r}")
+    if not isinstance(body, dict):
+        raise VerifyError("tx body is not an object")
+    rules, optional = _BODY_RULES[tx_type]
+    required = set(rules) - optional
+    if not required <= set(body) <= set(rules):
+        raise VerifyError(f"{tx_type} body keys {sorted(body)} are not {sorted(required)}")
+    for key, value in body.items():
+        if not rules[key](value):
+            raise VerifyError(f"{tx_type} body: {key} = {value!r} is not of the stated form")
+
+
+def commitment(job_id: str, miner: str, outputs: Sequence[str], salt: str) -> str:
+    """§5.3: the value a commit_result binds."""
+    return digest({"job_id": job_id, "miner": miner, "outputs": list(outputs), "salt": salt})
+
+
+def audited(block_hash_: str, job_id: str, audit_rate_ppm: int) -> bool:
+    """§5.5: the audit decision for a job resolved in the block with this hash."""
+    n = int.from_bytes(hashlib.sha256(bytes.fromhex(block_hash_) + bytes.fromhex(job_id)).digest())
+    return n % 10**6 < audit_rate_ppm
+
+
 def check_tx(tx: Mapping[str, Any], chain_id: str, max_tx_bytes: int | None = None) -> str:
     """§5.1/§5.2 envelope checks and the signature; returns the tx hash."""
     if set(tx) != TX_WIRE_KEYS:
@@ -341,8 +454,7 @@ def check_tx(tx: Mapping[str, Any], chain_id: str, max_tx_bytes: int | None = No
         raise VerifyError("tx sender or signature is not lowercase hex of the right length")
     if type(tx["nonce"]) is not int or not 0 <= tx["nonce"] <= 2**62:
         raise VerifyError(f"tx nonce {tx['nonce']!r} out of range")
-    if not isinstance(tx["body"], dict):
-        raise VerifyError("tx body is not an object")
+    check_body(tx["type"], tx["body"])
     if max_tx_bytes is not None and len(canonical_json(dict(tx))) > max_tx_bytes:
         raise VerifyError("tx larger than max_tx_bytes")
     envelope = tx_envelope(tx)
@@ -488,6 +600,21 @@ TensorSource = Callable[[str], bytes]
 """Returns a tensor's wire bytes by hash (or raises KeyError)."""
 
 
+def dir_tensor_source(root: str) -> TensorSource:
+    """§6.6: the tensor with hash H is the file ROOT/H[0:2]/H holding its wire bytes."""
+
+    def read(tensor_hash: str) -> bytes:
+        if not _is_hex(tensor_hash, 64):
+            raise KeyError(tensor_hash)
+        try:
+            with open(f"{root}/{tensor_hash[:2]}/{tensor_hash}", "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            raise KeyError(tensor_hash) from None
+
+    return read
+
+
 def _rows(conn: sqlite3.Connection, sql: str, *args: Any) -> list[sqlite3.Row]:
     return list(conn.execute(sql, args))
 
@@ -524,6 +651,7 @@ def _verify(conn: sqlite3.Connection, tensors: TensorSource | None) -> Report:
         raise VerifyError(f"block heights are not 1..n: {heights[:10]}...")
     n_txs_total = 0
     jobs: dict[str, dict[str, Any]] = {}
+    commitments: dict[tuple[str, str], str] = {}
     for height in heights:
         row = _rows(conn, "SELECT * FROM blocks WHERE height = ?", height)[0]
         header = {k: row[k] for k in HEADER_KEYS}
@@ -543,9 +671,12 @@ def _verify(conn: sqlite3.Connection, tensors: TensorSource | None) -> Report:
         tx_rows = _rows(conn, "SELECT * FROM txs WHERE height = ? ORDER BY idx", height)
         if [r["idx"] for r in tx_rows] != list(range(len(tx_rows))):
             raise VerifyError("tx indexes are not 0..n-1", height)
+        if header["n_txs"] > params["max_block_txs"]:
+            raise VerifyError("more txs than max_block_txs", height)
         if header["n_txs"] != len(tx_rows):
             raise VerifyError("n_txs != number of stored txs", height)
         hashes = []
+        block_txs: list[dict[str, Any]] = []
         for r in tx_rows:
             tx = {
                 "type": r["type"],
@@ -561,6 +692,7 @@ def _verify(conn: sqlite3.Connection, tensors: TensorSource | None) -> Report:
             if th != r["hash"]:
                 raise VerifyError(f"tx {r['idx']}: stored hash != digest(envelope)", height)
             hashes.append(th)
+            block_txs.append(tx)
         if merkle_root(hashes) != header["tx_root"]:
             raise VerifyError("tx_root != Merkle root of the tx hashes", height)
         cert_rows = _rows(conn, "SELECT * FROM certificates WHERE height = ?", height)
@@ -605,13 +737,47 @@ def _verify(conn: sqlite3.Connection, tensors: TensorSource | None) -> Report:
         if row["state_root"] != root:
             raise VerifyError("stored state_root != H(previous root, diff)", height)
         for job_id, job in diff["jobs"].items():
+            _check_job_record(job_id, job, height, bh, params["audit_rate_ppm"])
             jobs[job_id] = {**job, "_written_at": height}
+        for tx, r in zip(block_txs, receipts, strict=True):
+            _check_commitment(tx, bool(r["ok"]), commitments, height)
         prev_hash, prev_time = bh, header["time_ms"]
         n_txs_total += len(tx_rows)
     report = Report(len(heights), n_txs_total, g_hash, root)
     if tensors is not None:
         report.kernel_checks = _check_dense_jobs(jobs, tensors)
     return report
+
+
+def _check_job_record(
+    job_id: str, job: Mapping[str, Any], height: int, block_hash_: str, audit_rate_ppm: int
+) -> None:
+    """§5.5: the record's fields, and the audit decision of a job resolved in this block."""
+    if set(job) != JOB_KEYS or job["id"] != job_id:
+        raise VerifyError(f"job {job_id}: record keys differ from §5.5", height)
+    if job["settled_height"] == height and job["settlement"] in ("agreed", "audited"):
+        expected = "audited" if audited(block_hash_, job_id, audit_rate_ppm) else "agreed"
+        if job["settlement"] != expected:
+            raise VerifyError(
+                f"job {job_id}: settlement {job['settlement']}, rule says {expected}", height
+            )
+
+
+def _check_commitment(
+    tx: Mapping[str, Any], ok: bool, commitments: dict[tuple[str, str], str], height: int
+) -> None:
+    """§5.3: an accepted reveal opens exactly the sender's accepted commitment."""
+    body = tx["body"]
+    if not ok:
+        return
+    if tx["type"] == "commit_result":
+        commitments[(body["job_id"], tx["sender"])] = body["commitment"]
+    elif tx["type"] == "reveal_result":
+        stored = commitments.get((body["job_id"], tx["sender"]))
+        if stored != commitment(body["job_id"], tx["sender"], body["outputs"], body["salt"]):
+            raise VerifyError(
+                f"accepted reveal on {body['job_id']} does not open its commitment", height
+            )
 
 
 def _resolve_input(ref: Mapping[str, Any], jobs: Mapping[str, Mapping[str, Any]]) -> str:
