@@ -326,6 +326,130 @@ def dense_forward(
     return encode_i8((n, m), out_frac, a)
 
 
+def _act_grad(params: Mapping[str, Any], a: list[int], da: list[int]) -> list[int]:
+    """§4.4: the activation's derivative, read off its output `a`."""
+    act = params["act"]
+    if act == "identity":
+        return list(da)
+    if act == "relu":
+        return [d if x > 0 else 0 for x, d in zip(a, da, strict=True)]
+    num, sh = params["slope_num"], params["slope_shift"]
+    if max(abs(d) for d in da) * num + h(sh) > INT_MAX:
+        raise Refused("leaky_relu': outside the exact range")
+    return [d if x > 0 else round_shift(d * num, sh) for x, d in zip(a, da, strict=True)]
+
+
+def _matmul(a: list[int], b: list[int], n: int, k: int, m: int) -> list[int]:
+    return [sum(a[i * k + t] * b[t * m + j] for t in range(k)) for i in range(n) for j in range(m)]
+
+
+def _transpose(a: list[int], rows: int, cols: int) -> list[int]:
+    return [a[i * cols + j] for j in range(cols) for i in range(rows)]
+
+
+def _maxabs(v: list[int]) -> int:
+    return max(abs(x) for x in v)
+
+
+def _backward(
+    params: Mapping[str, Any], x: WireTensor, w: WireTensor | None, a: WireTensor, da: WireTensor
+) -> list[WireTensor]:
+    """§4.5 dense_backward (with `w`) and dense_backward_params (without)."""
+    n, k = x.shape
+    m = a.shape[1]
+    xv, dav = x.values(), da.values()
+    dz = _act_grad(params, a.values(), dav)
+    out = []
+    if w is not None:
+        wv = w.values()
+        sx = da.frac_bits + w.frac_bits - params["dx_frac"]
+        if m * _maxabs(dz) * _maxabs(wv) + h(sx) > INT_MAX:
+            raise Refused("dense_backward dx: outside the exact range")
+        dx = [round_shift(v, sx) for v in _matmul(dz, _transpose(wv, k, m), n, m, k)]
+        out.append(encode_i8((n, k), params["dx_frac"], dx))
+    sw = x.frac_bits + da.frac_bits - params["dw_frac"]
+    if n * _maxabs(xv) * _maxabs(dz) + h(sw) > INT_MAX:
+        raise Refused("dense_backward dw: outside the exact range")
+    dw = [round_shift(v, sw) for v in _matmul(_transpose(xv, n, k), dz, k, n, m)]
+    if n * _maxabs(dz) > INT_MAX:
+        raise Refused("dense_backward db: outside the exact range")
+    db = [sum(dz[i * m + j] for i in range(n)) for j in range(m)]
+    return [*out, encode_i8((k, m), params["dw_frac"], dw), encode_i8((m,), da.frac_bits, db)]
+
+
+LOG2E = 1549082005
+COEFFS = [1073741824, -744261118, 257941248, -59597083, 10327387, -1431680, 165394, -16377, 1419]
+COEFFS += [-109, 8]
+
+
+def _softmax_xent_grad(params: Mapping[str, Any], z: WireTensor, labels: WireTensor) -> WireTensor:
+    """§4.5 softmax_xent_grad in integers."""
+    n, c = z.shape
+    p = params["out_frac"]
+    zv, lv = z.values(), labels.values()
+    if _maxabs(zv) >= 2**31:
+        raise Refused("softmax_xent_grad: |z| >= 2^31")
+    if any(not 0 <= label < c for label in lv):
+        raise VerifyError("softmax_xent_grad: a label is outside 0..C-1")
+    g = []
+    for i in range(n):
+        row = zv[i * c : (i + 1) * c]
+        top = max(row)
+        es = []
+        for zij in row:
+            u = round_shift((zij - top) * LOG2E, z.frac_bits)
+            q, r = (-u) >> 30, (-u) & (2**30 - 1)
+            e_ = COEFFS[10]
+            for kk in range(9, -1, -1):
+                e_ = COEFFS[kk] + round_shift(e_ * r, 30)
+            es.append(round_shift(e_, min(q, 62)))
+        total = sum(es)
+        grow = [(2 * e * 2**p + total) // (2 * total) for e in es]
+        grow[lv[i]] -= 2**p
+        g.extend(grow)
+    return encode_i8((n, c), p, g)
+
+
+def _add(params: Mapping[str, Any], *ts: WireTensor) -> WireTensor:
+    """§4.5 add."""
+    if params or not 2 <= len(ts) <= 256:
+        raise VerifyError("add: params must be {} and 2 to 256 inputs")
+    if sum(_maxabs(t.values()) for t in ts) > INT_MAX:
+        raise Refused("add: outside the exact range")
+    vals = [t.values() for t in ts]
+    return encode_i8(ts[0].shape, ts[0].frac_bits, [sum(col) for col in zip(*vals, strict=True)])
+
+
+def _sgd_update(params: Mapping[str, Any], w: WireTensor, g: WireTensor) -> WireTensor:
+    """§4.5 sgd_update."""
+    num, sh = params["lr_num"], params["lr_shift"]
+    s = g.frac_bits + sh - w.frac_bits
+    gv, wv = g.values(), w.values()
+    if _maxabs(gv) * num + h(s) > INT_MAX:
+        raise Refused("sgd_update: step outside the exact range")
+    step = [round_shift(v * num, s) for v in gv]
+    if _maxabs(wv) + _maxabs(step) > INT_MAX:
+        raise Refused("sgd_update: update outside the exact range")
+    return encode_i8(w.shape, w.frac_bits, [a - b for a, b in zip(wv, step, strict=True)])
+
+
+def execute(op: str, params: Mapping[str, Any], inputs: Sequence[WireTensor]) -> list[WireTensor]:
+    """§4.5: run an exact-v1 op in Python integers (params are assumed already valid)."""
+    if op == "dense_forward":
+        return [dense_forward(params, *inputs)]
+    if op == "dense_backward":
+        return _backward(params, inputs[0], inputs[1], inputs[2], inputs[3])
+    if op == "dense_backward_params":
+        return _backward(params, inputs[0], None, inputs[1], inputs[2])
+    if op == "softmax_xent_grad":
+        return [_softmax_xent_grad(params, *inputs)]
+    if op == "add":
+        return [_add(params, *inputs)]
+    if op == "sgd_update":
+        return [_sgd_update(params, *inputs)]
+    raise VerifyError(f"unknown op {op!r}")
+
+
 # --------------------------------------------------------------------------- §5 transactions
 
 

@@ -514,3 +514,47 @@ def test_rejects_a_settlement_that_breaks_the_audit_rule(built: Built, tmp_path:
         f"WHERE height = {HEAD}",
     )
     _rejects(path, HEAD, "rule says")
+
+
+# --------------------------------------------------------------------------- the other kernels
+
+
+def _t(rng: np.random.Generator, shape: tuple[int, ...], scale: float, frac: int) -> Tensor:
+    return quantize(rng.normal(size=shape) * scale, frac)
+
+
+def _kernel_cases() -> list[tuple[str, dict, list[Tensor]]]:
+    rng = np.random.default_rng(42)
+    cases: list[tuple[str, dict, list[Tensor]]] = []
+    for act in (RELU, LEAKY, {"act": "identity", "out_frac": 8}):
+        slope = {k: v for k, v in act.items() if k.startswith("slope")}
+        x, w = _t(rng, (5, 4), 1, 12), _t(rng, (4, 3), 0.5, 20)
+        a, da = _t(rng, (5, 3), 1, 12), _t(rng, (5, 3), 0.1, 16)
+        back = {"act": act["act"], **slope, "dx_frac": 16, "dw_frac": 28}
+        cases.append(("dense_backward", back, [x, w, a, da]))
+        cases.append(("dense_backward", {**back, "dx_frac": 9, "dw_frac": 11}, [x, w, a, da]))
+        params_only = {k: v for k, v in back.items() if k != "dx_frac"}
+        cases.append(("dense_backward_params", params_only, [x, a, da]))
+    for frac in (0, 12, 20):
+        z = _t(rng, (6, 10), 4, frac)
+        z_big = Tensor(np.concatenate([z.data, np.full((1, 10), -(2**20))]), frac)
+        labels = Tensor(rng.integers(0, 10, size=7), 0)
+        for p in (1, 16, 30):
+            cases.append(("softmax_xent_grad", {"out_frac": p}, [z_big, labels]))
+    ts = [_t(rng, (3, 4), 1, 28) for _ in range(5)]
+    cases.append(("add", {}, ts))
+    w, g = _t(rng, (4, 3), 1, 20), _t(rng, (4, 3), 0.1, 28)
+    cases.append(("sgd_update", {"lr_num": 12345, "lr_shift": 24}, [w, g]))
+    cases.append(
+        ("sgd_update", {"lr_num": 2**32, "lr_shift": 0}, [Tensor(w.data, 0), Tensor(g.data, 30)])
+    )
+    return cases
+
+
+@pytest.mark.parametrize(("op", "params", "inputs"), _kernel_cases())
+def test_every_op_in_python_integers_matches_the_kernels(
+    op: str, params: dict, inputs: list[Tensor]
+) -> None:
+    expected = kernels.execute(op, params, inputs)
+    got = iv.execute(op, params, [iv.decode_wire_tensor(t.to_bytes(), t.hash) for t in inputs])
+    assert [t.hash for t in got] == [t.hash for t in expected]
