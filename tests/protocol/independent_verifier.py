@@ -103,7 +103,10 @@ def _encode(v: Any) -> str:
 
 def canonical_json(v: Any) -> bytes:
     """§1: sorted keys, no whitespace, UTF-8, non-ASCII literal, integers only."""
-    return _encode(v).encode("utf-8")
+    try:
+        return _encode(v).encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate has no UTF-8 form
+        raise VerifyError(f"string with no UTF-8 form: {e}") from e
 
 
 def _refuse_float(text: str) -> Any:
