@@ -882,6 +882,23 @@ def _check_job_record(
     """§5.5: the record's fields, and the audit decision of a job resolved in this block."""
     if set(job) != JOB_KEYS or job["id"] != job_id:
         raise VerifyError(f"job {job_id}: record keys differ from §5.5", height)
+    if job["status"] == "settled":
+        right = [m for m, v in job["verdicts"].items() if v == "right"]
+        share = job["reward"] // len(right) if right else 0
+        if job["paid"] != {m: share for m in right}:
+            raise VerifyError(f"job {job_id}: paid {job['paid']} is not reward // n_right", height)
+        if job["refund"] != job["reward"] - sum(job["paid"].values()):
+            raise VerifyError(f"job {job_id}: refund is not the unpaid rest", height)
+        punished = {m for m, v in job["verdicts"].items() if v in ("wrong", "missed")}
+        if set(job["slashed"]) != punished:
+            raise VerifyError(f"job {job_id}: slashed miners are not the wrong/missed ones", height)
+    if job["status"] in ("expired", "failed"):
+        if job["paid"] or job["refund"] != job["reward"] or not job["reason"]:
+            raise VerifyError(f"job {job_id}: {job['status']} without a full refund", height)
+        if any(v != "wrong" for m, v in job["verdicts"].items() if m in job["reveals"]):
+            raise VerifyError(
+                f"job {job_id}: a revealer of a {job['status']} job is not wrong", height
+            )
     if job["settled_height"] == height and job["settlement"] in ("agreed", "audited"):
         expected = "audited" if audited(block_hash_, job_id, audit_rate_ppm) else "agreed"
         if job["settlement"] != expected:
