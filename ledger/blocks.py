@@ -23,7 +23,7 @@ from ledger.genesis import Genesis
 from ledger.merkle import merkle_root
 from ledger.transactions import Tx, check_tx
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 HEADER_FIELDS = (
     "chain_id",
     "height",

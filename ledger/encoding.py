@@ -47,9 +47,13 @@ def _normalise(value: Any, path: str) -> Any:
 
 def canonical_json(value: Any) -> bytes:
     """Canonical bytes of `value`: sorted keys, no whitespace, UTF-8, ints only, bytes as hex."""
-    return json.dumps(
+    text = json.dumps(
         _normalise(value, "$"), sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
+    )
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate such as "\ud800" has no UTF-8 form
+        raise EncodingError(f"string is not valid Unicode (lone surrogate): {exc.reason}") from exc
 
 
 def sha256_hex(data: bytes) -> str:

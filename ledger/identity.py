@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ledger.encoding import signing_bytes
 from ledger.errors import IdentityError
 
-ADDRESS_RE = re.compile(r"^[0-9a-f]{64}$")
-SIGNATURE_RE = re.compile(r"^[0-9a-f]{128}$")
+ADDRESS_RE = re.compile(r"^[0-9a-f]{64}\Z")
+SIGNATURE_RE = re.compile(r"^[0-9a-f]{128}\Z")
 
 
 def check_address(address: object) -> str:

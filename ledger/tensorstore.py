@@ -19,7 +19,7 @@ from pathlib import Path
 from ledger.errors import TensorError
 from ledger.tensor import DEFAULT_MAX_ELEMENTS, Tensor
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class MissingTensor(TensorError):

@@ -47,8 +47,8 @@ MAX_JOB_OUTPUTS = 16
 MAX_NAME_LEN = 128
 MAX_METRICS = 16
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,128}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+_NAME = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,128}\Z")
 _ENVELOPE_KEYS = {"type", "sender", "nonce", "body"}
 
 

@@ -30,7 +30,7 @@ from ledger.transactions import Tx, check_signature
 
 TEMPLATES = Jinja2Templates(directory=str(FsPath(__file__).parent / "templates"))
 T = TypeVar("T")
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 router = APIRouter(include_in_schema=False)
 

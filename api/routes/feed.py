@@ -63,8 +63,8 @@ class ResultFeed(BaseModel):
     """Pass as `before` for the next (older) page: `<updated_height>:<job id>`."""
 
 
-_HEIGHT = re.compile(r"^[0-9]{1,19}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEIGHT = re.compile(r"^[0-9]{1,19}\Z")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def _cursor(raw: str | None, what: str, hex_id: bool) -> tuple[int, Any] | None:

@@ -13,7 +13,7 @@ from api.deps import NodeDep
 
 router = APIRouter(prefix="/search", tags=["search"])
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class SearchOut(BaseModel):
