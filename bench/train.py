@@ -66,6 +66,8 @@ class Poster:
     def __init__(self, client: NodeClient, key: Keypair, chain_id: str) -> None:
         self.client, self.key, self.chain_id = client, key, chain_id
         self.nonce = -1
+        self.inputs: dict[str, list[Tensor]] = {}
+        self.reposted = 0
 
     async def post(self, jobs: list[list[Tensor]], replication: int = 2) -> list[str]:
         if self.nonce < 0:
@@ -96,19 +98,34 @@ class Poster:
             if refused:
                 raise RuntimeError(f"post refused: {refused[0]['error']}")
         self.nonce += len(txs)
+        for tx, inputs in zip(txs, jobs, strict=True):
+            self.inputs[tx.hash] = inputs
         return [tx.hash for tx in txs]
 
-
-async def wait_settled(client: NodeClient, ids: list[str], timeout: float = 600) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        answer = await client.results(ids, wait=25)
-        if answer["done"]:
-            bad = [j for j in answer["jobs"] if j["status"] != "settled"]
-            if bad:
-                raise RuntimeError(f"{len(bad)} jobs ended {bad[0]['status']}: {bad[0]['reason']}")
-            return {j["id"]: j for j in answer["jobs"]}
-    raise RuntimeError("jobs did not settle in time")
+    async def settle(self, ids: list[str], timeout: float = 900) -> dict[str, Any]:
+        """Wait until every job settled; post again any post_job the chain committed as failed
+        (`bad_nonce` when a node ordered the txs out of nonce order during a view change)."""
+        ids = list(ids)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            answer = await self.client.results(ids, wait=5)
+            if answer["done"]:
+                bad = [j for j in answer["jobs"] if j["status"] != "settled"]
+                if bad:
+                    raise RuntimeError(f"{len(bad)} jobs ended {bad[0]['status']}")
+                return {j["id"]: j for j in answer["jobs"]}
+            unknown = [j["id"] for j in answer["jobs"] if j["status"] == "unknown"]
+            failed = []
+            for job_id in unknown:
+                found = await self.client.tx(job_id)
+                if found and found["status"] == "committed" and not found["receipt"]["ok"]:
+                    failed.append(job_id)
+            if failed:
+                self.nonce = -1
+                fresh = await self.post([self.inputs[j] for j in failed])
+                self.reposted += len(failed)
+                ids = [i for i in ids if i not in set(failed)] + fresh
+        raise RuntimeError("jobs did not settle in time")
 
 
 def load() -> str:
@@ -153,8 +170,9 @@ async def _latency(net: Devnet, rounds: int) -> list[float]:
                 await client.put_tensor(t)
             started = time.perf_counter()
             (job_id,) = await poster.post([inputs])
-            settled = await wait_settled(client, [job_id])
-            await client.get_tensor(settled[job_id]["outputs"][0])
+            settled = await poster.settle([job_id])
+            (record,) = settled.values()
+            await client.get_tensor(record["outputs"][0])
             times.append(time.perf_counter() - started)
         return times
 
@@ -199,8 +217,10 @@ async def _throughput(
         await asyncio.sleep(1.0)  # miners polling
         started = time.perf_counter()
         ids = await poster.post(batch)
-        await wait_settled(client, ids)
+        await poster.settle(ids)
         elapsed = time.perf_counter() - started
+        if poster.reposted:
+            print(f"  ({poster.reposted} post_jobs failed with bad_nonce and were posted again)")
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
     wasted = sum(m.stats.lost for m in fleet)

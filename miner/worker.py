@@ -301,6 +301,12 @@ class Miner:
         self.stats.computed += 1
         if self.config.byzantine == "lie":
             outputs = [_corrupt(outputs[0]), *outputs[1:]]
+        # Uploading and committing are I/O: free the worker slot for the next computation.
+        self._spawn(self._publish(job, outputs))
+
+    async def _publish(self, job: dict[str, Any], outputs: list[Tensor]) -> None:
+        """Upload a computed job's outputs, then submit (r = 1) or commit to them."""
+        job_id = job["id"]
         hashes = list(await asyncio.gather(*(self.client.put_tensor(t) for t in outputs)))
         assert self.sender is not None
         if job["replication"] == 1:
