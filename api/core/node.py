@@ -135,6 +135,8 @@ class Node:
         self.driver: ConsensusDriver | None = None
         self.started = time.monotonic()
         self.halted: str | None = None
+        self.censored: set[str] = set()
+        """Test-only (`/p2p/admin/censor`): senders whose txs this node leaves out as primary."""
         """Set when a committed block cannot be executed: the node stops committing."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
@@ -454,7 +456,7 @@ class Node:
             height,
             view,
             prev_hash,
-            [tx for _, tx in txs],
+            [tx for _, tx in txs if tx.sender not in self.censored],
             proposer,
             time_ms,
             self._held_since,

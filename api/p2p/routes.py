@@ -135,6 +135,23 @@ async def tensor(node: NodeDep, tensor_hash: str = Path(pattern=HASH_PATTERN)) -
     return Response(blob, media_type="application/octet-stream")
 
 
+class CensorIn(BaseModel):
+    senders: list[str]
+
+
+class CensorOut(BaseModel):
+    senders: list[str]
+
+
+@router.post("/admin/censor", response_model=CensorOut, include_in_schema=False)
+async def censor(body: CensorIn, node: NodeDep) -> CensorOut:
+    """Test-only: as primary, leave out every tx of these senders (a censoring primary)."""
+    if not node.settings.test_admin:
+        raise HTTPException(404, "Not Found")
+    node.censored = set(body.senders)
+    return CensorOut(senders=sorted(node.censored))
+
+
 @router.post("/admin/partition", response_model=PartitionOut, include_in_schema=False)
 async def partition(body: PartitionIn, node: NodeDep) -> PartitionOut:
     """Test-only: cut this node off from its peers in both directions, or heal it."""

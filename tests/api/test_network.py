@@ -22,10 +22,12 @@ from ledger.tensor import Tensor
 from ledger.transactions import (
     POST_JOB,
     SUBMIT_RESULT,
+    TRANSFER,
     post_job_body,
     sign_tx,
     submit_body,
     tensor_input,
+    transfer_body,
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -173,6 +175,29 @@ def test_a_job_lives_its_whole_life_over_rest(testnet: LocalTestnet) -> None:
     assert account["miner"]["accepted"] == 1
     found = net.get(0, "/api/v1/search", params={"q": job_id})
     assert found["kind"] == "job"
+
+
+def test_a_censoring_primary_is_replaced(testnet: LocalTestnet) -> None:
+    """The primary leaves out one sender's txs; the backups that hold them change view."""
+    net = testnet
+    primary = next(
+        v["index"] for v in net.get(0, "/api/v1/validators")["validators"] if v["is_primary"]
+    )
+    view = net.get(primary, "/api/v1/status")["view"]
+    victim = net.miners[1]
+    response = net.post(primary, "/p2p/admin/censor", json={"senders": [victim.address]})
+    assert response.status_code == 200
+    try:
+        nonce = next_nonce(net, victim.address)
+        tx = sign_tx(
+            victim, net.genesis.chain_id, TRANSFER, nonce, transfer_body(net.client.address, 1)
+        )
+        backup = (primary + 1) % net.n
+        assert net.post(backup, "/api/v1/txs", json=tx.to_dict()).status_code == 202
+        wait_committed(net, [tx.hash], ALL, timeout=60)
+        assert all(net.get(i, "/api/v1/status")["view"] > view for i in ALL)
+    finally:
+        net.post(primary, "/p2p/admin/censor", json={"senders": []})
 
 
 def test_kill_primary_then_view_change_and_restart_catches_up(testnet: LocalTestnet) -> None:
