@@ -127,6 +127,9 @@ def node(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Their per-request debug lines would drown the node's own consensus trace.
+    for noisy in ("httpcore", "httpx"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLogger().level))
     app = create_app(settings)
 
     def serve() -> None:

@@ -294,6 +294,11 @@ class Node:
         self.wal.append(self.codec.encode_record(record))
 
     def flush(self) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            started = time.perf_counter()
+            self.wal.flush()
+            log.debug("wal fsync %.1f ms", 1000 * (time.perf_counter() - started))
+            return
         self.wal.flush()
 
     def send(self, to: str, msg: Any) -> None:
@@ -582,6 +587,7 @@ class Node:
             self.metrics.txs_rejected.labels(source=source).inc()
             raise
         if state == "accepted":
+            log.debug("tx %s accepted from %s", tx.hash[:8], source)
             self.metrics.txs_accepted.labels(source=source).inc()
             self.peers.gossip_txs([tx.to_dict()])
             self._to_core([tx])
@@ -638,6 +644,8 @@ class Node:
                 gossip.append(tx.to_dict())
         self.metrics.txs_accepted.labels(source=source).inc(len(events))
         self.metrics.txs_rejected.labels(source=source).inc(rejected)
+        if events and log.isEnabledFor(logging.DEBUG):
+            log.debug("%d txs accepted from %s (%s…)", len(events), source, events[0].hash[:8])
         if gossip and source != "gossip":
             self.peers.gossip_txs(gossip)
         if events:

@@ -1,9 +1,10 @@
-"""Outbound peer-to-peer: one kept-alive httpx client and one batching sender per peer.
+"""Outbound peer-to-peer: one kept-alive connection pair and batching senders per peer.
 
-Consensus messages and gossiped txs are queued per peer in two lanes (each its own connection and
-sender task, so votes never wait behind a bulk of txs); a lane's task drains its queue into one
-signed POST /p2p/batch (up to `batch_max` items), so under load many messages share one request
-and one signature. Delivery is best effort: PBFT tolerates lost messages (timers, retransmission
+Consensus messages and gossiped txs are queued per peer in two lanes (each its own kept-alive
+connection, spoken to by the lean `api.p2p.rawhttp` client, and its own sender task, so votes
+never wait behind a bulk of txs); a lane's task drains its queue into one signed POST /p2p/batch
+(up to `batch_max` items), so under load many messages share one request and one signature.
+Delivery is best effort: PBFT tolerates lost messages (timers, retransmission
 by view change, state transfer), so a batch that cannot be delivered is dropped, the peer is
 backed off, and the queue is bounded (oldest dropped first) so a dead peer cannot exhaust memory.
 
@@ -27,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from api.p2p.rawhttp import RawHttpClient
 from ledger.encoding import sha256_hex
 from ledger.identity import Keypair, verify
 
@@ -70,10 +72,8 @@ class _Lane:
         self.kind = kind
         self.queue: deque[Any] = deque()
         self.wake = asyncio.Event()
-        self.client = httpx.AsyncClient(
-            base_url=link.url,
-            timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, 1.0)),
-            transport=nodelay_transport(max_connections=2),
+        self.client: RawHttpClient | httpx.AsyncClient = RawHttpClient(
+            link.url, timeout_s, connect_timeout_s=min(timeout_s, 1.0)
         )
         self.task: asyncio.Task[None] | None = None
 
