@@ -379,10 +379,13 @@ class NetworkRunner:
         return int(answer["height"])
 
     async def _check_posted(self, unknown: list[str]) -> None:
-        """Raise PostRefused if a job the chain does not know was committed as a failed tx."""
+        """Raise PostRefused if a job the chain does not know was committed as a failed tx, or
+        was dropped (called after a whole long-poll without the job appearing)."""
         for job_id in unknown[:3]:
             found = await self.client.tx(job_id)
-            if found is not None and found["status"] == "committed":
+            if found is None:  # no longer pending anywhere we ask, and never committed
+                raise PostRefused(f"post_job {job_id[:16]}… was dropped by the node's mempool")
+            if found["status"] == "committed":
                 receipt = found.get("receipt") or {}
                 if not receipt.get("ok", False):
                     raise PostRefused(
