@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from api.core.metrics import NodeMetrics
-from api.p2p.transport import PeerLink
+from api.p2p.transport import Encoded, PeerLink
 from ledger.genesis import Genesis
 from ledger.identity import Keypair
 
@@ -53,13 +53,14 @@ class Peers:
 
     def broadcast_consensus(self, message: Any) -> None:
         if not self.isolated:
+            encoded = Encoded.of(message)  # once, not once per peer
             for link in self.links.values():
-                link.send_consensus(message)
+                link.send_consensus(encoded)
 
     def gossip_txs(self, txs: Iterable[Any]) -> None:
         if self.isolated:
             return
-        batch = list(txs)
+        batch = [Encoded.of(tx) for tx in txs]  # once, not once per peer
         for link in self.links.values():
             for tx in batch:
                 link.send_tx(tx)

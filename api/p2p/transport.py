@@ -185,7 +185,37 @@ class PeerLink:
         self.txs.push(tx)
 
     def body(self, consensus: list[Any], txs: list[Any]) -> bytes:
-        return json.dumps(
-            {"from": self.key.address, "to": self.address, "consensus": consensus, "txs": txs},
-            separators=(",", ":"),
-        ).encode()
+        """The batch as JSON bytes; items already `Encoded` are spliced in as they are."""
+        return b"".join(
+            (
+                b'{"from":',
+                _dumps(self.key.address),
+                b',"to":',
+                _dumps(self.address),
+                b',"consensus":[',
+                b",".join(map(_item_bytes, consensus)),
+                b'],"txs":[',
+                b",".join(map(_item_bytes, txs)),
+                b"]}",
+            )
+        )
+
+
+class Encoded(bytes):
+    """A JSON value already serialised (compact), queued to several peers but encoded once.
+
+    A PRE-PREPARE carries a whole block (hundreds of KB at saturation) and every gossiped tx
+    goes to every peer: encoding each once instead of once per peer saves that CPU n - 2 times.
+    """
+
+    @classmethod
+    def of(cls, value: Any) -> Encoded:
+        return cls(_dumps(value))
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _item_bytes(item: Any) -> bytes:
+    return item if isinstance(item, Encoded) else _dumps(item)

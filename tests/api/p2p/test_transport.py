@@ -10,6 +10,7 @@ import httpx
 from api.p2p.transport import (
     FROM_HEADER,
     SIG_HEADER,
+    Encoded,
     PeerLink,
     batch_signature,
     check_batch_signature,
@@ -85,3 +86,18 @@ def test_dead_peer_is_marked_down_and_its_queue_dropped() -> None:
     link = asyncio.run(run())
     assert not link.up
     assert link.dropped == 5
+
+
+def test_pre_encoded_items_are_spliced_into_the_same_json() -> None:
+    link = PeerLink(
+        address=B.address, url="http://peer", key=A, chain_id="c", batch_max=9, timeout_s=1
+    )
+    message = {"type": "pre-prepare", "block": {"txs": [{"a": 1}, "é\\u2028"]}}
+    tx = {"sig": "ab", "n": [1, 2]}
+    spliced = json.loads(link.body([Encoded.of(message)], [Encoded.of(tx), tx]))
+    plain = json.loads(link.body([message], [tx, tx]))
+    assert (
+        spliced
+        == plain
+        == {"from": A.address, "to": B.address, "consensus": [message], "txs": [tx, tx]}
+    )
