@@ -41,6 +41,7 @@ def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
     )
     app.state.node = node
     install_error_handlers(app)
+    app.add_middleware(p2p_routes.BatchFastPath, node=node)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(work.router, prefix=API_PREFIX)  # miner/driver work queues (issue 6)
     app.include_router(p2p_routes.router)
