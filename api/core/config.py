@@ -56,7 +56,14 @@ class Settings(BaseSettings):
     view_timeout_ms: int = Field(
         default=4000, ge=50, description="Base PBFT view-change timeout (doubles on each retry)."
     )
-    tick_ms: int = Field(default=10, ge=1, description="Consensus tick period in milliseconds.")
+    tick_ms: int = Field(
+        default=100,
+        ge=1,
+        description=(
+            "How often the idle core is told the time (every step tells it anyway; its timers "
+            "are event-loop timers, so this only bounds the staleness of an idle clock)."
+        ),
+    )
     p2p_batch_max: int = Field(default=2000, ge=1, description="Most items in one p2p POST.")
     p2p_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one p2p request.")
     sync_interval_s: float = Field(
