@@ -171,6 +171,9 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=50)
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument(
+        "--max-block-txs", type=int, default=2000, help="Genesis max_block_txs of the testnet."
+    )
+    parser.add_argument(
         "--no-fsync", action="store_true", help="UNSAFE mode: nodes skip fsync (see Settings)."
     )
     parser.add_argument("--keep", type=Path, help="Write the testnet here and keep it (logs).")
@@ -184,7 +187,7 @@ def main() -> None:
             args.keep or Path(tmp),
             validators=4,
             miners=1,
-            params=Params(max_block_txs=2000),
+            params=Params(max_block_txs=args.max_block_txs),
             env={"LAYERCHAIN_FSYNC": "false"} if args.no_fsync else None,
         ) as net,
     ):
