@@ -84,7 +84,7 @@ class RawHttpClient:
         assert self._reader is not None and self._writer is not None
         try:
             self._writer.write(request)
-            return await asyncio.wait_for(self._read_response(self._reader), self.timeout_s)
+            return await asyncio.wait_for(self._finish(self._writer, self._reader), self.timeout_s)
         except TimeoutError as exc:
             await self.aclose()
             raise httpx.ReadTimeout(f"{self.netloc} did not answer in {self.timeout_s} s") from exc
@@ -94,6 +94,12 @@ class RawHttpClient:
         except (ValueError, asyncio.LimitOverrunError) as exc:
             await self.aclose()
             raise httpx.RemoteProtocolError(f"bad answer from {self.netloc}: {exc}") from exc
+
+    async def _finish(
+        self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader
+    ) -> RawResponse:
+        await writer.drain()  # flow control for a big batch (a PRE-PREPARE with its block)
+        return await self._read_response(reader)
 
     async def _read_response(self, reader: asyncio.StreamReader) -> RawResponse:
         head = await reader.readuntil(b"\r\n\r\n")

@@ -127,3 +127,17 @@ def test_silent_peer_times_out_as_read_timeout() -> None:
 def test_refuses_a_non_http_url() -> None:
     with pytest.raises(ValueError, match="http://host:port"):
         RawHttpClient("https://example.org", 1.0, 1.0)
+
+
+def test_a_body_bigger_than_the_socket_buffers_goes_through() -> None:
+    async def run() -> None:
+        server, seen, _ = await _server([OK])
+        port = server.sockets[0].getsockname()[1]
+        client = RawHttpClient(f"http://127.0.0.1:{port}", 5.0, 1.0)
+        body = bytes(range(256)) * 20_000  # ~5 MB: a PRE-PREPARE with a big block
+        assert (await client.post("/p", content=body, headers={})).status_code == 200
+        await client.aclose()
+        server.close()
+        assert seen[0].endswith(body)
+
+    asyncio.run(run())
