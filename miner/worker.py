@@ -52,6 +52,8 @@ log = logging.getLogger("layerchain.miner")
 
 BYZANTINE_MODES = ("lie", "copy")
 TENSOR_CACHE = 512
+#: Open jobs asked for per poll; the node lists them in an order of this miner's own.
+WORK_LIMIT = 32
 
 
 @dataclass
@@ -157,7 +159,7 @@ class Miner:
         try:
             while not stop.is_set():
                 poll = asyncio.create_task(
-                    self.client.work(self.address, self.config.poll_wait_s, since)
+                    self.client.work(self.address, self.config.poll_wait_s, since, limit=WORK_LIMIT)
                 )
                 stopper = asyncio.create_task(stop.wait())
                 done, _ = await asyncio.wait({poll, stopper}, return_when=asyncio.FIRST_COMPLETED)

@@ -12,6 +12,7 @@ so it costs nothing per open job beyond a dict lookup.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections import Counter
 from typing import Any
@@ -100,11 +101,20 @@ def _work_for(node: NodeDep, miner: str, limit: int) -> tuple[list[Job], list[st
     for job in _live_jobs(node):
         if job.status == OPEN and miner not in job.commits and miner not in job.reveals:
             taken = len(job.commits) + pending[job.id] >= job.replication
-            if len(commit) < limit and not taken and (job.id, miner) not in mine:
+            if not taken and (job.id, miner) not in mine:
                 commit.append(job)
         elif job.status == REVEALING and miner in job.commits and miner not in job.reveals:
             reveal.append(job.id)
-    return commit, reveal
+    # Spread miners over the open jobs: fewest commitments first, then an order of this miner's
+    # own (a hash of miner and job), so each miner's short list differs from the others'.
+    me = bytes.fromhex(miner)
+    commit.sort(
+        key=lambda j: (
+            len(j.commits) + pending[j.id],
+            hashlib.sha256(me + bytes.fromhex(j.id)).digest(),
+        )
+    )
+    return commit[:limit], reveal
 
 
 async def _wait_block(node: NodeDep, height: int, deadline: float) -> bool:
