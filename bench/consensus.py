@@ -30,13 +30,16 @@ from ledger.genesis import Params
 from ledger.identity import Keypair
 from ledger.transactions import TRANSFER, sign_tx, transfer_body
 
+#: Light load: how long to wait for a block event before calling the network stalled.
+STALL_S = 30.0
+
 
 def make_txs(net: LocalTestnet, count: int, senders: list[Keypair]) -> list[dict]:
     """`count` transfers spread over `senders`, nonces from 0, interleaved by sender."""
     chain = net.genesis.chain_id
     to = "ab" * 32
     per = -(-count // len(senders))
-    txs = []
+    txs: list[dict] = []
     for nonce in range(per):
         for key in senders:
             if len(txs) < count:
@@ -135,23 +138,31 @@ async def light_load(net: LocalTestnet, samples: int, key: Keypair) -> dict:
         for i in range(net.n):  # the stream opens with a "head" event
             while not (await lines[i].__anext__()).startswith("data:"):
                 pass
+
+        async def next_block(i: int, with_txs: bool) -> None:
+            while True:
+                line = await lines[i].__anext__()
+                if line.startswith("data:") and (not with_txs or json.loads(line[5:])["n_txs"]):
+                    return
+
         for n, tx in enumerate(txs):
             node = n % net.n
             started = time.perf_counter()
             response = await http.post(f"{net.url(node)}/api/v1/txs", json=tx)
             response.raise_for_status()
-            while True:
-                line = await lines[node].__anext__()
-                if line.startswith("data:") and json.loads(line[5:])["n_txs"] > 0:
-                    break
-            latencies.append(time.perf_counter() - started)
-            # Drain the other nodes' streams so they do not fall behind.
-            for other in range(net.n):
-                if other != node:
-                    while True:
-                        line = await lines[other].__anext__()
-                        if line.startswith("data:"):
-                            break
+            # A bounded wait, so a tx that never commits is reported rather than hanging here.
+            try:
+                await asyncio.wait_for(next_block(node, True), STALL_S)
+                latencies.append(time.perf_counter() - started)
+                # Drain the other nodes' streams so they do not fall behind.
+                for other in range(net.n):
+                    if other != node:
+                        await asyncio.wait_for(next_block(other, False), STALL_S)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"light load: tx {n} ({response.json()['tx_hash'][:16]}…) sent to node{node}: "
+                    f"no block event within {STALL_S} s; see the nodes' logs (--keep DIR)"
+                ) from None
         for s in streams:
             await s.__aexit__(None, None, None)
     latencies.sort()
