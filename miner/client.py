@@ -93,7 +93,11 @@ class NodeClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def _fail_over(self, reason: str) -> None:
+    def _fail_over(self, failed_url: str, reason: str) -> None:
+        # Concurrent requests that failed on the same node must move on once, not once each:
+        # with k in flight against a dead node, k advances could wrap back round onto it.
+        if self.url != failed_url:
+            return
         previous = self.url
         self.current = (self.current + 1) % len(self.urls)
         self.failovers += 1
@@ -125,7 +129,7 @@ class NodeClient:
                     raise NodeRequestError(response.status_code, _detail(response), url + path)
                 last = f"HTTP {response.status_code}: {_detail(response)}"
             if len(self.urls) > 1:
-                self._fail_over(last)
+                self._fail_over(url, last)
             if attempt + 1 < self.attempts:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)

@@ -89,3 +89,25 @@ def test_a_downloaded_tensor_must_hash_to_what_was_asked() -> None:
     assert asyncio.run(fetch(served.hash)) == served
     with pytest.raises(TensorError, match="does not match"):
         asyncio.run(fetch(other.hash))
+
+
+def test_concurrent_requests_failing_on_one_dead_node_fail_over_once() -> None:
+    """Eight requests in flight against a dead node: the client moves on once, not eight times
+    (eight advances over four nodes would wrap round onto the dead node again)."""
+    calls: list[str] = []
+    nodes = [DEAD, GOOD, "http://good2.test", "http://good3.test"]
+    sync_handler = _transport(calls).handler  # type: ignore[attr-defined]
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.01)  # every request is in flight before the first one fails
+        return sync_handler(request)  # type: ignore[no-any-return]
+
+    async def scenario() -> list[int]:
+        transport = httpx.MockTransport(handler)
+        async with NodeClient(nodes, transport=transport, backoff_s=0.001) as client:
+            statuses = await asyncio.gather(*(client.status() for _ in range(8)))
+            assert client.failovers == 1 and client.url == GOOD
+            return [s["height"] for s in statuses]
+
+    assert asyncio.run(scenario()) == [7] * 8
+    assert calls.count(DEAD) == 8 and calls.count(GOOD) == 8 and len(calls) == 16
