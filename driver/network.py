@@ -117,7 +117,8 @@ class NetworkRunner:
         self.wait_timeout_s = wait_timeout_s
         self.on_round = on_round
         self.loop = asyncio.new_event_loop()
-        self.client = NodeClient(urls, transport=transport, attempts=8)
+        # Generous: a view change after a crash can leave every node slow to answer for seconds.
+        self.client = NodeClient(urls, transport=transport, attempts=20)
         self.chain_id = ""
         self.nonce: int | None = None
         self.round = 0
