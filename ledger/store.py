@@ -592,16 +592,25 @@ class Store:
             ).all()
         return [_result_dict(r) for r in rows]
 
-    def results_of_miner(self, miner: str, *, limit: int = DEFAULT_PAGE) -> list[dict[str, Any]]:
-        """A miner's most recent results."""
+    def results_of_miner(
+        self, miner: str, *, limit: int = DEFAULT_PAGE, before: tuple[int, str] | None = None
+    ) -> list[dict[str, Any]]:
+        """A miner's results, most recently updated first; `before` = (updated_height, job_id)
+        of the last row of the previous page (an indexed cursor, no offset scan)."""
+        r = schema.results
+        query = select(r).where(r.c.miner == miner)
+        if before is not None:
+            height, job_id = before
+            query = query.where(
+                or_(
+                    r.c.updated_height < height,
+                    and_(r.c.updated_height == height, r.c.job_id < job_id),
+                )
+            )
+        query = query.order_by(r.c.updated_height.desc(), r.c.job_id.desc()).limit(_page(limit))
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(schema.results)
-                .where(schema.results.c.miner == miner)
-                .order_by(schema.results.c.updated_height.desc(), schema.results.c.job_id)
-                .limit(_page(limit))
-            ).all()
-        return [_result_dict(r) for r in rows]
+            rows = conn.execute(query).all()
+        return [_result_dict(row) for row in rows]
 
     def get_miner(self, address: str) -> MinerStats | None:
         with self.engine.connect() as conn:

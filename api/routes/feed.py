@@ -17,14 +17,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Path, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, select
 
 from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
 from api.routes.jobs import JobOut, ResultOut, Status, job_out
 from ledger import schema
 from ledger.state import Job
-from ledger.store import Store, _result_dict
+from ledger.store import Store
 from ledger.transactions import COMMIT_RESULT, REVEAL_RESULT, SUBMIT_RESULT
 
 router = APIRouter(prefix="/feed", tags=["feed"])
@@ -181,22 +181,6 @@ async def job_txs(
     return TxFeed(txs=job_result_txs(node.chain.store, job, node.chain.height), next_before=None)
 
 
-def miner_results(
-    store: Store, miner: str, before: tuple[int, str] | None, limit: int
-) -> list[dict[str, Any]]:
-    """A miner's results, most recently updated first, after the cursor (indexed)."""
-    r = schema.results
-    query = select(r).where(r.c.miner == miner)
-    if before is not None:
-        h, job_id = before
-        query = query.where(
-            or_(r.c.updated_height < h, and_(r.c.updated_height == h, r.c.job_id < job_id))
-        )
-    query = query.order_by(r.c.updated_height.desc(), r.c.job_id.desc()).limit(limit)
-    with store.engine.connect() as conn:
-        return [_result_dict(row) for row in conn.execute(query)]
-
-
 @router.get("/results/{address}", response_model=ResultFeed, responses=ERROR_RESPONSES)
 async def result_feed(
     node: NodeDep,
@@ -206,7 +190,7 @@ async def result_feed(
 ) -> ResultFeed:
     """A miner's results (commitment, revealed outputs, verdict, paid, slashed), newest first."""
     cursor = _cursor(before, "<updated_height>:<job id>", True)
-    rows = miner_results(node.chain.store, address, cursor, limit)
+    rows = node.chain.store.results_of_miner(address, before=cursor, limit=limit)
     nxt = f"{rows[-1]['updated_height']}:{rows[-1]['job_id']}" if len(rows) == limit else None
     return ResultFeed(results=[ResultOut(**row) for row in rows], next_before=nxt)
 
@@ -217,7 +201,7 @@ def _csv_lines(store: Store, miner: str) -> Iterator[str]:
     writer.writerow([*CSV_FIELDS, "outputs"])
     cursor: tuple[int, str] | None = None
     while True:
-        rows = miner_results(store, miner, cursor, 1000)
+        rows = store.results_of_miner(miner, before=cursor, limit=1000)
         for row in rows:
             writer.writerow(
                 [row[k] if row[k] is not None else "" for k in CSV_FIELDS]

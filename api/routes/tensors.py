@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
@@ -51,35 +53,22 @@ async def _upload(request: Request, node: NodeDep, expected: str | None) -> Tens
     )
 
 
-@router.put(
-    "",
-    response_model=TensorOut,
-    status_code=status.HTTP_201_CREATED,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_UPLOAD,
-)
+_UPLOAD_ROUTE: dict[str, Any] = {
+    "response_model": TensorOut,
+    "status_code": status.HTTP_201_CREATED,
+    "responses": ERROR_RESPONSES,
+    "openapi_extra": _UPLOAD,
+}
+
+
+@router.put("", **_UPLOAD_ROUTE)
+@router.post("", **_UPLOAD_ROUTE)
 async def put_tensor(
     request: Request,
     node: NodeDep,
     hash: str | None = Query(None, pattern=HASH_PATTERN, description="Expected hash (checked)."),
 ) -> TensorOut:
     """Upload a tensor (wire format body); refused unless it parses, fits and matches `hash`."""
-    return await _upload(request, node, hash)
-
-
-@router.post(
-    "",
-    response_model=TensorOut,
-    status_code=status.HTTP_201_CREATED,
-    responses=ERROR_RESPONSES,
-    openapi_extra=_UPLOAD,
-)
-async def post_tensor(
-    request: Request,
-    node: NodeDep,
-    hash: str | None = Query(None, pattern=HASH_PATTERN, description="Expected hash (checked)."),
-) -> TensorOut:
-    """Same as PUT /tensors."""
     return await _upload(request, node, hash)
 
 
