@@ -269,8 +269,10 @@ def verify_ledger(
         report.final_state_root = result.state_root
 
     try:
-        for _ in replay_blocks(store, trusted, tensors=tensors, on_block=count):
-            pass
+        # The head is read once: a live node keeps appending, and blocks past it are not ours.
+        for stored, _result in replay_blocks(store, trusted, tensors=tensors, on_block=count):
+            if stored.block.header.height >= report.head:
+                break
     except VerifyFailure as failure:
         report.ok = False
         report.first_bad_height = failure.height

@@ -7,7 +7,7 @@ state after h - 1, which only a replay from genesis gives, so heights below `sta
 (and checked by the same rules) but only [start, end] is counted in the report.
 
 A node keeps committing while this runs, so the end height is fixed when the check starts:
-`verify_ledger` reads the head twice and would race with a live writer.
+`verify_ledger` likewise reads the head once.
 """
 
 from __future__ import annotations
