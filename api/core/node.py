@@ -66,18 +66,8 @@ class NodeReplica(Replica):
     and a log line saying why this validator asked for a view change."""
 
     def _stalled(self, snap: Any) -> bool:
-        """The core's rule, except that a backlog is not taken for censorship.
-
-        The core also calls it a stall when blocks commit but a tx it held a whole timeout ago
-        is still not proposed. That is right when everything it held fits in one block (a fair
-        primary would have proposed it), but under a backlog bigger than a block the tx is
-        simply queued behind others, and changing view would only slow everyone down. Such a
-        period is not judged; the next one, once the backlog fits in a block, is.
-        """
+        """The core's rule, with a log line saying why this validator asks for a view change."""
         waiting = [t for t in snap.txs if t in self.pending]
-        progressed = self.committed_height > snap.committed_height
-        if progressed and len(snap.txs) > self.cfg.max_block_txs:
-            return False
         stalled = super()._stalled(snap)
         if stalled:
             log.warning(

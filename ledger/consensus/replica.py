@@ -673,6 +673,11 @@ class Replica:
         waiting = [t for t in snap.txs if t in self.pending]
         if self.committed_height == snap.committed_height and (snap.in_flight or waiting):
             return True
+        # Blocks commit, and more txs were waiting than fit in one block: a tx left out is
+        # queued behind others, not censored, and changing view would only slow everyone down.
+        # That period is not judged; the next one, once the backlog fits in a block, is.
+        if len(snap.txs) > self.cfg.max_block_txs:
+            return False
         # Other blocks commit, but a tx held a whole period ago is still not even proposed:
         # the primary is ignoring it (censorship).
         in_flight = self._in_flight_txs()
