@@ -22,7 +22,7 @@ from ledger.blocks import Block
 from ledger.errors import InvalidBlock, KernelError
 from ledger.executor import Executor, NoExecutor
 from ledger.merkle import merkle_root
-from ledger.receipts import Receipt, failure, success
+from ledger.receipts import OK, Receipt, failure, success
 from ledger.state import (
     EXPIRED,
     FAILED,
@@ -40,8 +40,10 @@ from ledger.state import (
 from ledger.transactions import (
     CHECKPOINT,
     COMMIT_RESULT,
+    COMMIT_RESULTS,
     POST_JOB,
     REVEAL_RESULT,
+    REVEAL_RESULTS,
     SUBMIT_RESULT,
     TRANSFER,
     Tx,
@@ -287,54 +289,102 @@ def _post_job(ctx: BlockContext, tx: Tx) -> Receipt:
     return success(tx.hash)
 
 
-def _commit(ctx: BlockContext, tx: Tx) -> Receipt:
-    job_id, value = tx.body["job_id"], tx.body["commitment"]
+_Outcome = tuple[str, str] | None
+"""None when an item applied, else (failure code, message)."""
+
+
+def _commit_one(ctx: BlockContext, miner: str, job_id: str, value: str) -> _Outcome:
+    """Record `miner`'s commitment on an open job (PROTOCOL.md §5.4, §5.5)."""
     job = ctx.peek_job(job_id)
     if job is None:
-        return failure(tx.hash, "unknown_job", f"no job {job_id}")
+        return "unknown_job", f"no job {job_id}"
     if job.status != OPEN:
-        return failure(tx.hash, "job_not_open", f"job {job_id[:16]}… is {job.status}")
-    if tx.sender in job.commits:
-        return failure(tx.hash, "already_committed", "this miner already committed to this job")
+        return "job_not_open", f"job {job_id[:16]}… is {job.status}"
+    if miner in job.commits:
+        return "already_committed", "this miner already committed to this job"
     if value in job.commits.values():
-        return failure(
-            tx.hash, "duplicate_commitment", "another miner already committed exactly this value"
-        )
+        return "duplicate_commitment", "another miner already committed exactly this value"
     job = ctx.job(job_id)
-    job.commits[tx.sender] = value
+    job.commits[miner] = value
     if len(job.commits) >= job.replication:
         settlement.close_commit_phase(ctx, job)
-    return success(tx.hash)
+    return None
 
 
-def _reveal(ctx: BlockContext, tx: Tx) -> Receipt:
-    job_id, outputs, salt = tx.body["job_id"], tx.body["outputs"], tx.body["salt"]
+def _reveal_one(
+    ctx: BlockContext, miner: str, job_id: str, outputs: list[str], salt: str
+) -> _Outcome:
+    """Open `miner`'s commitment on a job in its reveal phase; resolve once all revealed."""
     job = ctx.peek_job(job_id)
     if job is None:
-        return failure(tx.hash, "unknown_job", f"no job {job_id}")
+        return "unknown_job", f"no job {job_id}"
     if job.status == OPEN:
-        return failure(tx.hash, "commit_phase_open", "the commit phase of this job is still open")
+        return "commit_phase_open", "the commit phase of this job is still open"
     if job.status != REVEALING:
-        return failure(tx.hash, "not_revealing", f"job {job_id[:16]}… is {job.status}")
-    if tx.sender not in job.commits:
-        return failure(tx.hash, "not_committed", "this miner has no commitment for this job")
-    if tx.sender in job.reveals:
-        return failure(tx.hash, "already_revealed", "this miner already revealed for this job")
+        return "not_revealing", f"job {job_id[:16]}… is {job.status}"
+    if miner not in job.commits:
+        return "not_committed", "this miner has no commitment for this job"
+    if miner in job.reveals:
+        return "already_revealed", "this miner already revealed for this job"
     if len(outputs) != len(job.output_metas):
-        return failure(
-            tx.hash,
+        return (
             "wrong_output_count",
             f"{len(outputs)} outputs revealed; the job produces {len(job.output_metas)}",
         )
-    if commitment(job_id, tx.sender, outputs, salt) != job.commits[tx.sender]:
-        return failure(
-            tx.hash, "commitment_mismatch", "outputs and salt do not match the commitment"
-        )
+    if commitment(job_id, miner, outputs, salt) != job.commits[miner]:
+        return "commitment_mismatch", "outputs and salt do not match the commitment"
     job = ctx.job(job_id)
-    job.reveals[tx.sender] = list(outputs)
+    job.reveals[miner] = list(outputs)
     if len(job.reveals) == len(job.commits):
         settlement.resolve(ctx, job)
-    return success(tx.hash)
+    return None
+
+
+def _single(tx: Tx, outcome: _Outcome) -> Receipt:
+    return success(tx.hash) if outcome is None else failure(tx.hash, *outcome)
+
+
+def _batch(tx: Tx, outcomes: list[_Outcome]) -> Receipt:
+    """The receipt of a batched result tx (PROTOCOL.md §5.4): ok when at least one item applied;
+    the message lists every item that did not, as `not applied: <index> <code>, ...`."""
+    skipped = [(i, o) for i, o in enumerate(outcomes) if o is not None]
+    if not skipped:
+        return success(tx.hash)
+    message = "not applied: " + ", ".join(f"{i} {o[0]}" for i, o in skipped)
+    if len(skipped) < len(outcomes):
+        return Receipt(tx.hash, True, OK, message)
+    return failure(tx.hash, skipped[0][1][0], message)
+
+
+def _commit(ctx: BlockContext, tx: Tx) -> Receipt:
+    return _single(tx, _commit_one(ctx, tx.sender, tx.body["job_id"], tx.body["commitment"]))
+
+
+def _reveal(ctx: BlockContext, tx: Tx) -> Receipt:
+    body = tx.body
+    return _single(tx, _reveal_one(ctx, tx.sender, body["job_id"], body["outputs"], body["salt"]))
+
+
+def _commits(ctx: BlockContext, tx: Tx) -> Receipt:
+    """`commit_results`: each item exactly as a `commit_result` would apply, in order."""
+    return _batch(
+        tx,
+        [
+            _commit_one(ctx, tx.sender, item["job_id"], item["commitment"])
+            for item in tx.body["commits"]
+        ],
+    )
+
+
+def _reveals(ctx: BlockContext, tx: Tx) -> Receipt:
+    """`reveal_results`: each item exactly as a `reveal_result` would apply, in order."""
+    return _batch(
+        tx,
+        [
+            _reveal_one(ctx, tx.sender, item["job_id"], item["outputs"], item["salt"])
+            for item in tx.body["reveals"]
+        ],
+    )
 
 
 def _submit(ctx: BlockContext, tx: Tx) -> Receipt:
@@ -402,6 +452,8 @@ _HANDLERS: dict[str, Callable[[BlockContext, Tx], Receipt]] = {
     REVEAL_RESULT: _reveal,
     SUBMIT_RESULT: _submit,
     CHECKPOINT: _checkpoint,
+    COMMIT_RESULTS: _commits,
+    REVEAL_RESULTS: _reveals,
 }
 
 

@@ -41,15 +41,19 @@ from ledger.tensorstore import TensorStore
 from ledger.transactions import (
     CHECKPOINT,
     COMMIT_RESULT,
+    COMMIT_RESULTS,
     POST_JOB,
     REVEAL_RESULT,
+    REVEAL_RESULTS,
     SUBMIT_RESULT,
     TRANSFER,
     Tx,
     checkpoint_body,
     commit_body,
+    commits_body,
     post_job_body,
     reveal_body,
+    reveals_body,
     sign_tx,
     submit_body,
     transfer_body,
@@ -196,6 +200,24 @@ class ChainHarness:
     ) -> Tx:
         salt = salt or salt_for(self.address(miner), job_id)
         return self.sign(miner, REVEAL_RESULT, reveal_body(job_id, outputs, salt))
+
+    def commit_many(self, miner: str | Keypair, results: dict[str, Sequence[str]]) -> Tx:
+        """One `commit_results` tx: job id -> outputs, each with this harness's salt."""
+        address = self.address(miner)
+        items = [
+            commit_body(job_id, address, outputs, salt_for(address, job_id))
+            for job_id, outputs in results.items()
+        ]
+        return self.sign(miner, COMMIT_RESULTS, commits_body(items))
+
+    def reveal_many(self, miner: str | Keypair, results: dict[str, Sequence[str]]) -> Tx:
+        """One `reveal_results` tx opening `commit_many`'s commitments."""
+        address = self.address(miner)
+        items = [
+            reveal_body(job_id, outputs, salt_for(address, job_id))
+            for job_id, outputs in results.items()
+        ]
+        return self.sign(miner, REVEAL_RESULTS, reveals_body(items))
 
     def submit(self, miner: str | Keypair, job_id: str, outputs: Sequence[str]) -> Tx:
         return self.sign(miner, SUBMIT_RESULT, submit_body(job_id, outputs))

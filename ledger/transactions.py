@@ -35,7 +35,20 @@ COMMIT_RESULT = "commit_result"
 REVEAL_RESULT = "reveal_result"
 SUBMIT_RESULT = "submit_result"
 CHECKPOINT = "checkpoint"
-TX_TYPES = (TRANSFER, POST_JOB, COMMIT_RESULT, REVEAL_RESULT, SUBMIT_RESULT, CHECKPOINT)
+COMMIT_RESULTS = "commit_results"
+REVEAL_RESULTS = "reveal_results"
+TX_TYPES = (
+    TRANSFER,
+    POST_JOB,
+    COMMIT_RESULT,
+    REVEAL_RESULT,
+    SUBMIT_RESULT,
+    CHECKPOINT,
+    COMMIT_RESULTS,
+    REVEAL_RESULTS,
+)
+#: The result types that name one or more jobs (`result_items` lists their items).
+RESULT_TYPES = (COMMIT_RESULT, REVEAL_RESULT, SUBMIT_RESULT, COMMIT_RESULTS, REVEAL_RESULTS)
 
 #: Bounds checked statelessly; the genesis parameters bound job cost and tensor size on top.
 MAX_NONCE = 2**62
@@ -46,6 +59,8 @@ MAX_JOB_INPUTS = 16
 MAX_JOB_OUTPUTS = 16
 MAX_NAME_LEN = 128
 MAX_METRICS = 16
+MAX_BATCH_RESULTS = 64
+"""Items in one `commit_results` / `reveal_results` (each also bounded by `max_tx_bytes`)."""
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 _NAME = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,128}\Z")
@@ -172,6 +187,36 @@ def _check_reveal(body: Mapping[str, Any]) -> None:
     _hex64(REVEAL_RESULT, body["salt"], "salt")
 
 
+def _batch_items(tx_type: str, body: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    """The item list of a batched result tx: 1 to MAX_BATCH_RESULTS objects, distinct job ids."""
+    _keys(tx_type, body, {key}, set())
+    items = body[key]
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH_RESULTS:
+        raise _fail(tx_type, f"{key} must be a list of 1 to {MAX_BATCH_RESULTS} objects")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise _fail(tx_type, f"{key}[{i}] must be an object")
+    if len({item.get("job_id") for item in items}) != len(items):
+        raise _fail(tx_type, f"{key} names a job more than once")
+    return items
+
+
+def _check_commits(body: Mapping[str, Any]) -> None:
+    for i, item in enumerate(_batch_items(COMMIT_RESULTS, body, "commits")):
+        try:
+            _check_commit(item)
+        except InvalidTransaction as exc:
+            raise _fail(COMMIT_RESULTS, f"commits[{i}]: {exc}") from exc
+
+
+def _check_reveals(body: Mapping[str, Any]) -> None:
+    for i, item in enumerate(_batch_items(REVEAL_RESULTS, body, "reveals")):
+        try:
+            _check_reveal(item)
+        except InvalidTransaction as exc:
+            raise _fail(REVEAL_RESULTS, f"reveals[{i}]: {exc}") from exc
+
+
 def _check_submit(body: Mapping[str, Any]) -> None:
     _keys(SUBMIT_RESULT, body, {"job_id", "outputs"}, set())
     _hex64(SUBMIT_RESULT, body["job_id"], "job_id")
@@ -198,7 +243,21 @@ _BODY_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     REVEAL_RESULT: _check_reveal,
     SUBMIT_RESULT: _check_submit,
     CHECKPOINT: _check_checkpoint,
+    COMMIT_RESULTS: _check_commits,
+    REVEAL_RESULTS: _check_reveals,
 }
+
+
+def result_items(tx: Tx) -> list[dict[str, Any]]:
+    """The per-job items of a result tx: its body for a single commit/reveal/submit, the list
+    for a batch; [] for any other type. Each item has `job_id` (and the type's other fields)."""
+    if tx.type in (COMMIT_RESULT, REVEAL_RESULT, SUBMIT_RESULT):
+        return [tx.body]
+    if tx.type == COMMIT_RESULTS:
+        return list(tx.body["commits"])
+    if tx.type == REVEAL_RESULTS:
+        return list(tx.body["reveals"])
+    return []
 
 
 # --------------------------------------------------------------------------- the envelope
@@ -405,6 +464,16 @@ def commit_body(job_id: str, miner: str, outputs: Sequence[str], salt: str) -> d
 
 def reveal_body(job_id: str, outputs: Sequence[str], salt: str) -> dict[str, Any]:
     return {"job_id": job_id, "outputs": list(outputs), "salt": salt}
+
+
+def commits_body(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A `commit_results` body from `commit_body(...)` items (distinct jobs)."""
+    return {"commits": [dict(item) for item in items]}
+
+
+def reveals_body(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A `reveal_results` body from `reveal_body(...)` items (distinct jobs)."""
+    return {"reveals": [dict(item) for item in items]}
 
 
 def submit_body(job_id: str, outputs: Sequence[str]) -> dict[str, Any]:

@@ -27,7 +27,15 @@ from ledger.genesis import Genesis
 from ledger.state import State
 from ledger.store import Head, Store
 from ledger.tensorstore import TensorStore
-from ledger.transactions import POST_JOB, REVEAL_RESULT, SUBMIT_RESULT, Tx, check_signature
+from ledger.transactions import (
+    POST_JOB,
+    REVEAL_RESULT,
+    REVEAL_RESULTS,
+    SUBMIT_RESULT,
+    Tx,
+    check_signature,
+    result_items,
+)
 
 #: How long a proposer holds a tx whose nonce is ahead of its sender's next one (the gap may be
 #: gossip still on its way). Well under the view timeout: a tx held longer looks censored.
@@ -43,8 +51,8 @@ def referenced_tensors(tx: Tx) -> list[str]:
     """
     if tx.type == POST_JOB:
         return [ref["tensor"] for ref in tx.body["inputs"] if "tensor" in ref]
-    if tx.type in (REVEAL_RESULT, SUBMIT_RESULT):
-        return list(tx.body["outputs"])
+    if tx.type in (REVEAL_RESULT, SUBMIT_RESULT, REVEAL_RESULTS):
+        return [h for item in result_items(tx) for h in item["outputs"]]
     return []
 
 

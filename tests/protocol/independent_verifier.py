@@ -534,6 +534,8 @@ _BODY_RULES: dict[str, tuple[dict[str, Callable[[Any], bool]], set[str]]] = {
         set(),
     ),
     "submit_result": ({"job_id": lambda v: _is_hex(v, 64), "outputs": _hashes}, set()),
+    "commit_results": ({"commits": lambda v: _batch(v, "commit_result")}, set()),
+    "reveal_results": ({"reveals": lambda v: _batch(v, "reveal_result")}, set()),
     "checkpoint": (
         {
             "run": _is_name,
@@ -544,6 +546,18 @@ _BODY_RULES: dict[str, tuple[dict[str, Callable[[Any], bool]], set[str]]] = {
         set(),
     ),
 }
+
+
+def _batch(items: Any, single: str) -> bool:
+    """§5.3 batches: 1 to 64 bodies of the single-job type, no job id twice."""
+    if not isinstance(items, list) or not 1 <= len(items) <= 64:
+        return False
+    try:
+        for item in items:
+            check_body(single, item)
+    except VerifyError:
+        return False
+    return len({item["job_id"] for item in items}) == len(items)
 
 
 def check_body(tx_type: str, body: Any) -> None:
@@ -867,7 +881,7 @@ def _verify(conn: sqlite3.Connection, tensors: TensorSource | None) -> Report:
             _check_job_record(job_id, job, height, bh, params["audit_rate_ppm"])
             jobs[job_id] = {**job, "_written_at": height}
         for tx, r in zip(block_txs, receipts, strict=True):
-            _check_commitment(tx, bool(r["ok"]), commitments, height)
+            _check_commitment(tx, r, commitments, height)
         prev_hash, prev_time = bh, header["time_ms"]
         n_txs_total += len(tx_rows)
     report = Report(len(heights), n_txs_total, g_hash, root)
@@ -907,20 +921,47 @@ def _check_job_record(
             )
 
 
+def _applied_items(tx: Mapping[str, Any], receipt: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """§5.4: the items of a result tx that applied (a batch names the others in its message)."""
+    body = tx["body"]
+    if tx["type"] in ("commit_result", "reveal_result"):
+        return [body] if receipt["ok"] else []
+    items = body.get("commits") or body.get("reveals") or []
+    if not receipt["ok"]:
+        return []
+    skipped: set[int] = set()
+    if receipt["message"]:
+        prefix = "not applied: "
+        if not receipt["message"].startswith(prefix):
+            raise VerifyError(f"batch receipt message {receipt['message']!r} is not §5.4's form")
+        for part in receipt["message"][len(prefix) :].split(", "):
+            index, _, code = part.partition(" ")
+            if not index.isdigit() or not code or int(index) >= len(items):
+                raise VerifyError(f"batch receipt names item {part!r} that does not exist")
+            skipped.add(int(index))
+    return [item for i, item in enumerate(items) if i not in skipped]
+
+
 def _check_commitment(
-    tx: Mapping[str, Any], ok: bool, commitments: dict[tuple[str, str], str], height: int
+    tx: Mapping[str, Any],
+    receipt: Mapping[str, Any],
+    commitments: dict[tuple[str, str], str],
+    height: int,
 ) -> None:
     """§5.3: an accepted reveal opens exactly the sender's accepted commitment."""
-    body = tx["body"]
-    if not ok:
-        return
-    if tx["type"] == "commit_result":
-        commitments[(body["job_id"], tx["sender"])] = body["commitment"]
-    elif tx["type"] == "reveal_result":
-        stored = commitments.get((body["job_id"], tx["sender"]))
-        if stored != commitment(body["job_id"], tx["sender"], body["outputs"], body["salt"]):
+    kind = {"commit_results": "commit_result", "reveal_results": "reveal_result"}.get(
+        tx["type"], tx["type"]
+    )
+    for item in _applied_items(tx, receipt) if kind in ("commit_result", "reveal_result") else []:
+        key = (item["job_id"], tx["sender"])
+        if kind == "commit_result":
+            commitments[key] = item["commitment"]
+            continue
+        if commitments.get(key) != commitment(
+            item["job_id"], tx["sender"], item["outputs"], item["salt"]
+        ):
             raise VerifyError(
-                f"accepted reveal on {body['job_id']} does not open its commitment", height
+                f"accepted reveal on {item['job_id']} does not open its commitment", height
             )
 
 

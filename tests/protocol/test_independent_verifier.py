@@ -22,7 +22,9 @@ from ledger.transactions import tensor_input
 
 LEAKY = {"act": "leaky_relu", "out_frac": 10, "slope_num": 3, "slope_shift": 5}
 RELU = {"act": "relu", "out_frac": 8}
-HEAD = 10
+HEAD = 14
+SOLO = 10
+"""The block where the replication-1 jobs settle."""
 AUDIT_PPM = 500_000  # half the agreed jobs are audited: both branches of the §5.5 rule occur
 
 
@@ -107,6 +109,28 @@ class Built:
         c.commit_block(solo)  # 9
         c.commit_block([c.submit("m3", p.hash, c.compute(p.hash)) for p in solo])  # 10
         self.solo = [p.hash for p in solo]
+        batched = []
+        for seed in (20, 21, 22):
+            xs, ws, bs = _layer(seed, 2, 2, 2)
+            for t in (xs, ws, bs):
+                c.put_tensor(t)
+            batched.append(
+                c.post_job(
+                    "alice",
+                    op="dense_forward",
+                    inputs=[tensor_input(t) for t in (xs, ws, bs)],
+                    params=RELU,
+                )
+            )
+        c.commit_block(batched)  # 11
+        out = {p.hash: c.compute(p.hash) for p in batched}
+        first_two = dict(list(out.items())[:2])
+        c.commit_block([c.commit_many("m1", out), c.commit_many("m2", first_two)])  # 12
+        late = c.commit_many("m3", out)  # loses jobs 0 and 1, closes job 2
+        c.commit_block([late, c.reveal_many("m1", out), c.reveal_many("m2", first_two)])  # 13
+        c.commit_block([c.reveal("m3", batched[2].hash, out[batched[2].hash])])  # 14
+        assert c.receipt(late).message == "not applied: 0 job_not_open, 1 job_not_open"
+        assert all(c.job(p.hash).status == "settled" for p in batched)
         assert c.job(post1.hash).status == "settled"
         assert c.job(post2.hash).settlement == "reexecuted"
         assert c.job(doomed.hash).status == "expired"
@@ -145,10 +169,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 def test_accepts_the_real_chain(built: Built) -> None:
     report = iv.verify_sqlite(str(built.db), built.tensor_bytes)
     assert report.height == built.height
-    assert report.n_txs == 1 + 2 + 2 + 2 + 2 + 2 + 4 + 1 + 3 + 3
+    assert report.n_txs == 1 + 2 + 2 + 2 + 2 + 2 + 4 + 1 + 3 + 3 + 3 + 2 + 3 + 1
     assert report.genesis_hash == built.chain.genesis.hash
     assert report.state_root == built.chain.state.root
-    assert report.kernel_checks == 5  # both dense_forward jobs recomputed in Python integers
+    assert report.kernel_checks == 8  # every settled dense_forward job, in Python integers
 
 
 def _one_char_changed(text: str, old: str, new: str) -> str:
@@ -453,6 +477,15 @@ BODIES: list[Any] = [
     ("reveal_result", {"job_id": H, "outputs": [H] * 17, "salt": H}),
     ("reveal_result", {"job_id": H, "outputs": [], "salt": H}),
     ("submit_result", {"job_id": H, "outputs": [H]}),
+    ("commit_results", {"commits": [{"job_id": H, "commitment": H}]}),
+    ("commit_results", {"commits": [{"job_id": H, "commitment": H}] * 2}),
+    ("commit_results", {"commits": [{"job_id": f"{i:064x}", "commitment": H} for i in range(64)]}),
+    ("commit_results", {"commits": [{"job_id": f"{i:064x}", "commitment": H} for i in range(65)]}),
+    ("commit_results", {"commits": []}),
+    ("commit_results", {"commits": [{"job_id": H}]}),
+    ("reveal_results", {"reveals": [{"job_id": H, "outputs": [H], "salt": H}]}),
+    ("reveal_results", {"reveals": [{"job_id": H, "outputs": [], "salt": H}]}),
+    ("reveal_results", {"reveals": {"job_id": H}}),
     ("checkpoint", {"run": "r", "epoch": 0, "model_hash": H, "metrics": {}}),
     ("checkpoint", {"run": "r", "epoch": 0, "model_hash": H, "metrics": {"loss": -(2**62)}}),
     ("checkpoint", {"run": "r", "epoch": 0, "model_hash": H, "metrics": {"loss": 2**62 + 1}}),
@@ -507,19 +540,20 @@ def test_commitment_and_audit_rule_agree_with_the_project() -> None:
 
 
 def test_rejects_a_settlement_that_breaks_the_audit_rule(built: Built, tmp_path: Path) -> None:
-    """Swap agreed/audited on a job settled in the head block (its state root recomputed)."""
-    diff = iv.parse_json(_cell(built, f"SELECT diff FROM block_diffs WHERE height = {HEAD}"))
-    prev_root = _cell(built, f"SELECT state_root FROM blocks WHERE height = {HEAD - 1}")
+    """Swap agreed/audited on a job settled in block 10 (its state root recomputed): caught there,
+    before the next header's app_hash would give it away."""
+    diff = iv.parse_json(_cell(built, f"SELECT diff FROM block_diffs WHERE height = {SOLO}"))
+    prev_root = _cell(built, f"SELECT state_root FROM blocks WHERE height = {SOLO - 1}")
     job = diff["jobs"][built.solo[0]]
     job["settlement"] = {"agreed": "audited", "audited": "agreed"}[job["settlement"]]
     text = iv.canonical_json(diff).decode()
     path = built.tampered(
         tmp_path,
-        f"UPDATE block_diffs SET diff = {_sql_str(text)} WHERE height = {HEAD}",
+        f"UPDATE block_diffs SET diff = {_sql_str(text)} WHERE height = {SOLO}",
         f"UPDATE blocks SET state_root = '{iv.next_root(prev_root, text.encode())}' "
-        f"WHERE height = {HEAD}",
+        f"WHERE height = {SOLO}",
     )
-    _rejects(path, HEAD, "rule says")
+    _rejects(path, SOLO, "rule says")
 
 
 # --------------------------------------------------------------------------- the other kernels
