@@ -16,6 +16,7 @@ from api.core.config import Settings
 from api.core.errors import install_error_handlers
 from api.core.node import Node
 from api.p2p import routes as p2p_routes
+from api.p2p import tensor_routes
 from api.routes import api_router, metrics, work
 
 API_PREFIX = "/api/v1"
@@ -45,6 +46,7 @@ def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(work.router, prefix=API_PREFIX)  # miner/driver work queues (issue 6)
     app.include_router(p2p_routes.router)
+    app.include_router(tensor_routes.router)  # tensor replication by push
     app.include_router(metrics.router)
     explorer.install(app, API_PREFIX)  # HTML explorer at /, its JSON routes under /api/v1
     return app

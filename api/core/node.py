@@ -28,6 +28,7 @@ from api.core.metrics import NodeMetrics
 from api.core.peers import Peers
 from api.core.wal import ConsensusWal
 from api.p2p.codec import ConsensusBlock, MessageCodec
+from api.p2p.tensorpush import TensorPusher
 from api.p2p.transport import nodelay_transport
 from ledger.certificate import CommitCertificate
 from ledger.consensus.app import OK, WAIT, Verdict, invalid
@@ -112,6 +113,8 @@ class Node:
             self.genesis, self.key, self.metrics, settings.p2p_batch_max, settings.p2p_timeout_s
         )
         self.urls = {v.address: v.url for v in self.genesis.validators}
+        self.tensor_pusher = TensorPusher(self)
+        """Sends tensors uploaded here on to the peers (off the critical path of a block)."""
         self.tensors = TensorStore(
             settings.tensor_dir, max_elements=self.genesis.params.max_tensor_elements
         )
@@ -168,6 +171,7 @@ class Node:
             timeout=self.settings.p2p_timeout_s, transport=nodelay_transport()
         )
         self.peers.start()
+        self.tensor_pusher.start()
         self._loops.append(asyncio.create_task(self._tick_loop(), name="consensus-tick"))
         self._loops.append(asyncio.create_task(self._sync_loop(), name="state-sync"))
         self._loops.append(asyncio.create_task(self._inbox_loop(), name="gossip-inbox"))
@@ -184,6 +188,7 @@ class Node:
                 pass
         if self.driver is not None:
             self.driver.cancel_all()
+        await self.tensor_pusher.close()
         await self.peers.close()
         if self._client is not None:
             await self._client.aclose()

@@ -43,6 +43,8 @@ _UPLOAD = {
 async def _upload(request: Request, node: NodeDep, expected: str | None) -> TensorOut:
     blob = await read_limited(request, node.settings.max_tensor_bytes)
     tensor, created = node.put_tensor(blob, expected)
+    if created:
+        node.tensor_pusher.push(tensor.hash)  # replicate now, not when a block first names it
     return TensorOut(
         hash=tensor.hash,
         dtype=tensor.dtype_code,
