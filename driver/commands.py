@@ -61,6 +61,14 @@ def train(
     activation: Annotated[
         Activation, typer.Option(help="Hidden-layer activation.")
     ] = Activation.relu,
+    dag: Annotated[
+        bool,
+        typer.Option(
+            "--dag",
+            help="Plan each step as a DAG of per-layer jobs instead of one mlp_grad job per "
+            "shard (same weights; many more job rounds on a chain).",
+        ),
+    ] = False,
 ) -> None:
     """Train an MLP with the exact fixed-point kernels; print accuracy and the weights hash."""
     if local == bool(node):
@@ -77,6 +85,7 @@ def train(
             seed=seed,
             shards=shards if shards is not None else (1 if local else 4),
             activation=activation.value,
+            fused=not dag,
         )
         if node:
             from driver import network_commands

@@ -125,7 +125,8 @@ def devnet_config(
     seed: int = 0,
     shards: int = 4,
 ) -> TrainConfig:
-    """The devnet's default run: ~88% on digits in 3 epochs, 69 training steps of 20 jobs."""
+    """The devnet's default run: ~88% on digits in 3 epochs, 69 training steps of 4 `mlp_grad` jobs
+    (one per shard)."""
     return TrainConfig(
         dataset="digits",
         epochs=epochs,

@@ -4,7 +4,8 @@
 
 The network driver labels each job `r<round>/<plan label>` (`driver.network`). For every training
 round the replay reads, from the chain's job records, the weights the round started from (inputs
-of its `fwd*` jobs) and the batch (`x` of `fwd0`, labels of `loss`), rebuilds the very same plan
+of its `fwd*` jobs, or of its `step` jobs when the round was fused) and the batch (`x` of `fwd0`,
+labels of `loss`; or the first two inputs of `step`), rebuilds the very same plan
 with `driver.plan.train_step_plan`, executes it locally with the exact kernels and checks that
 
 - every job of the round on the chain was posted as the plan says (op, params) and settled with
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from driver.model import ACTIVATIONS, Architecture, weights_hash
-from driver.plan import JobOutput, Plan, TensorInput, train_step_plan
+from driver.plan import JobOutput, Plan, TensorInput, mlp_grad_params, train_step_plan
 from ledger.errors import LedgerError
 from ledger.kernels import execute
 from ledger.state import SETTLED, Job
@@ -95,6 +96,8 @@ class _Replayer:
         return str(ref["tensor"])
 
     def architecture(self, jobs: dict[str, Job], weights: dict[str, Tensor]) -> Architecture:
+        if _fused(jobs):
+            return self.fused_architecture(jobs["step/s0"], weights)
         layers = sum(1 for label in jobs if label.startswith("fwd") and label.endswith("/s0"))
         sizes = (weights["w0"].shape[0], *(weights[f"w{i}"].shape[1] for i in range(layers)))
         for activation in ACTIVATIONS:
@@ -107,7 +110,20 @@ class _Replayer:
                 return arch
         raise ReplayMismatch("the forward jobs' activation params match no known architecture")
 
+    def fused_architecture(self, job: Job, weights: dict[str, Tensor]) -> Architecture:
+        layers = len(weights) // 2
+        sizes = (weights["w0"].shape[0], *(weights[f"w{i}"].shape[1] for i in range(layers)))
+        for activation in ACTIVATIONS:
+            arch = Architecture(sizes, activation=activation)
+            if job.params == mlp_grad_params(arch):
+                return arch
+        raise ReplayMismatch("the step jobs' params match no known architecture")
+
     def round_weights(self, jobs: dict[str, Job]) -> dict[str, Tensor]:
+        if _fused(jobs):  # mlp_grad inputs: x, labels, w0, b0, w1, b1, ...
+            job = jobs["step/s0"]
+            names = [f"{kind}{i}" for i in range((len(job.inputs) - 2) // 2) for kind in "wb"]
+            return {name: self.tensor(self.input_hash(job, 2 + i)) for i, name in enumerate(names)}
         weights: dict[str, Tensor] = {}
         layer = 0
         while f"fwd{layer}/s0" in jobs:
@@ -122,6 +138,11 @@ class _Replayer:
     def batch(self, jobs: dict[str, Job]) -> tuple[np.ndarray, np.ndarray, int]:
         xs, ys = [], []
         shard = 0
+        while f"step/s{shard}" in jobs:
+            job = jobs[f"step/s{shard}"]
+            xs.append(self.tensor(self.input_hash(job, 0)).data)
+            ys.append(self.tensor(self.input_hash(job, 1)).data)
+            shard += 1
         while f"fwd0/s{shard}" in jobs:
             xs.append(self.tensor(self.input_hash(jobs[f"fwd0/s{shard}"], 0)).data)
             ys.append(self.tensor(self.input_hash(jobs[f"loss/s{shard}"], 1)).data)
@@ -176,6 +197,11 @@ class _Replayer:
             self.report.jobs_checked += 1
 
 
+def _fused(jobs: dict[str, Job]) -> bool:
+    """A training round planned with one `mlp_grad` job per shard (`driver.plan`, fused)."""
+    return "step/s0" in jobs
+
+
 def _settled(store: Store, job_id: str) -> list[str]:
     job = store.get_job(job_id)
     if job is None or job.outputs is None:
@@ -219,7 +245,7 @@ def replay_run(
     for done, number in enumerate(sorted(rounds)):
         jobs = rounds[number]
         confirm_until(min(j.posted_height for j in jobs.values()))
-        if "loss/s0" not in jobs:
+        if "loss/s0" not in jobs and not _fused(jobs):
             replayer.reexecute_round(number, jobs)
         else:
             start = replayer.round_weights(jobs)
@@ -232,7 +258,7 @@ def replay_run(
             arch = arch or replayer.architecture(jobs, start)
             x, y, shards = replayer.batch(jobs)
             lr = _learning_rate(pending or checkpoints[-1:])
-            plan = train_step_plan(arch, start, x, y, shards, lr)
+            plan = train_step_plan(arch, start, x, y, shards, lr, fused=_fused(jobs))
             results = replayer.check_plan(number, plan, jobs)
             weights = {name: results[name] for name in arch.param_names()}
         report.rounds += 1

@@ -39,6 +39,9 @@ class TrainConfig:
     seed: int
     shards: int = 1
     activation: str = "relu"
+    fused: bool = True
+    """Plan each shard's step as one `mlp_grad` job rather than a DAG of per-layer jobs. Never
+    changes the weights (the op is defined as that DAG); on a chain it saves 2L job rounds."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch < 1 or self.shards < 1 or self.seed < 0:
@@ -114,7 +117,9 @@ def train(
         for step in range(steps):
             rows = order[step * config.batch : (step + 1) * config.batch]
             x, y = data.x_train[rows], data.y_train[rows]
-            plan = train_step_plan(arch, weights, x, y, config.shards, config.lr)
+            plan = train_step_plan(
+                arch, weights, x, y, config.shards, config.lr, fused=config.fused
+            )
             results = runner.run(plan)
             weights = {name: results[name] for name in arch.param_names()}
             logits = gather_logits(results)

@@ -16,6 +16,7 @@ Ops (see docs/PROTOCOL.md section 4 for the normative text):
 | `softmax_xent_grad`     | z, labels       | g             |
 | `add`                   | t0, t1, ...     | sum           |
 | `sgd_update`            | w, g            | w'            |
+| `mlp_grad`              | x, labels, w0.. | logits, dw0.. |  (one shard's training step)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ledger.errors import KernelError
-from ledger.kernels import dense, elementwise, softmax
+from ledger.kernels import dense, elementwise, fused, softmax
 from ledger.kernels._meta import JobSpec, Params, TensorMeta, check_meta
 from ledger.kernels.exact import round_shift
 from ledger.tensor import Tensor
@@ -54,6 +55,7 @@ _REGISTRY: dict[str, tuple[_Infer, _Exec]] = {
     "softmax_xent_grad": (softmax.infer_softmax_xent_grad, softmax.softmax_xent_grad),
     "add": (elementwise.infer_add, elementwise.add),
     "sgd_update": (elementwise.infer_sgd_update, elementwise.sgd_update),
+    "mlp_grad": (fused.infer_mlp_grad, fused.mlp_grad),
 }
 
 OPS: frozenset[str] = frozenset(_REGISTRY)

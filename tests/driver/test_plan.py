@@ -115,3 +115,29 @@ def test_local_runner_returns_named_results() -> None:
     out = runner.run(plan)
     assert out["triple"].data.tolist() == [0, 3, 6, 9] and out["triple"].frac_bits == 3
     assert runner.jobs_run == 2
+
+
+@pytest.mark.parametrize(
+    ("sizes", "activation"),
+    [((64, 10), "relu"), ((64, 32, 10), "relu"), ((64, 24, 16, 10), "leaky_relu")],
+)
+def test_a_fused_step_gives_the_bytes_of_the_job_dag(
+    sizes: tuple[int, ...], activation: str
+) -> None:
+    """`mlp_grad` is defined as the DAG: weights and logits must be identical, for any sharding."""
+    data = load("digits")
+    arch = Architecture(sizes, activation=activation)
+    weights = init_weights(arch, 3)
+    x, y = data.x_train[:29], data.y_train[:29]
+    outcomes = set()
+    for fused in (False, True):
+        for shards in (1, 4):
+            plan = train_step_plan(arch, weights, x, y, shards, Fraction(1, 4), fused=fused)
+            if fused:
+                network = [j for j in plan.jobs if not j.driver_side]
+                assert [j.op for j in network] == ["mlp_grad"] * shards
+                assert [j.label for j in network] == [f"step/s{s}" for s in range(shards)]
+            results = LocalRunner().run(plan)
+            new = {name: results[name] for name in arch.param_names()}
+            outcomes.add((weights_hash(arch, new), gather_logits(results).tobytes()))
+    assert len(outcomes) == 1

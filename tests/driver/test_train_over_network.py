@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from ledger.tensorstore import TensorStore
 
 pytestmark = pytest.mark.slow
 
-#: Small on purpose: 2 epochs of 3 steps, each step a DAG of 10 jobs over 2 shards.
+#: Small on purpose: 2 epochs of 3 steps, each step one fused `mlp_grad` job per shard (2 shards).
 CONFIG = TrainConfig(
     dataset="digits", epochs=2, batch=512, hidden=(8,), lr=Fraction(1, 2), seed=3, shards=2
 )
+#: The same model planned as a DAG (per shard: 2 forward, loss, 2 backward jobs), one epoch.
+DAG_CONFIG = replace(CONFIG, epochs=1, fused=False)
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +46,33 @@ def trained(devnet: Devnet) -> NetworkTrainResult:
     return train_network(CONFIG, devnet.urls, devnet.client_key, run="test-run")
 
 
+@pytest.fixture(scope="module")
+def trained_dag(devnet: Devnet) -> NetworkTrainResult:
+    return train_network(DAG_CONFIG, devnet.urls, devnet.client_key, run="test-dag")
+
+
 def test_network_training_matches_local_bit_for_bit(trained: NetworkTrainResult) -> None:
     local = train(CONFIG, LocalRunner())
     assert trained.result.weights_hash == local.weights_hash
     assert [h.loss for h in trained.result.history] == [h.loss for h in local.history]
-    assert trained.jobs == 2 * 3 * 10
+    assert trained.jobs == 2 * 3 * 2
+
+
+def test_a_dag_of_layer_jobs_trains_the_same_bytes(
+    trained: NetworkTrainResult, trained_dag: NetworkTrainResult, devnet: Devnet
+) -> None:
+    """Jobs reading earlier jobs' outputs (waiting until they settle) give what `--local` does,
+    which is what the fused op gives: the first epoch's losses agree."""
+    local = train(DAG_CONFIG, LocalRunner())
+    assert trained_dag.result.weights_hash == local.weights_hash
+    assert trained_dag.jobs == 3 * 10
+    assert trained_dag.result.history[0].loss == trained.result.history[0].loss
+    data = devnet.root / "node1" / "data"
+    store = Store(str(data / "ledger.db"), create=False)
+    report = replay_run(store, TensorStore(data / "tensors"), "test-dag")
+    store.close()
+    assert report.weights_hash == trained_dag.result.weights_hash
+    assert report.jobs_checked == trained_dag.jobs
 
 
 def test_every_epoch_is_checkpointed_with_its_model_hash(
@@ -112,8 +137,8 @@ def test_replay_detects_a_tampered_tensor_store(
     shutil.copytree(data / "tensors", copy)
     store = Store(str(data / "ledger.db"), create=False)
     jobs = {j.label: j for j in store.list_jobs(run="test-run", limit=1000)}
-    x0 = jobs["r1/fwd0/s0"].inputs[0]["tensor"]
-    x1 = jobs["r1/fwd0/s1"].inputs[0]["tensor"]
+    x0 = jobs["r1/step/s0"].inputs[0]["tensor"]
+    x1 = jobs["r1/step/s1"].inputs[0]["tensor"]
     tensors = TensorStore(copy)
     path0, path1 = tensors.path(x0), tensors.path(x1)
     blob0 = path0.read_bytes()

@@ -436,8 +436,33 @@ def _sgd_update(params: Mapping[str, Any], w: WireTensor, g: WireTensor) -> Wire
     return encode_i8(w.shape, w.frac_bits, [a - b for a, b in zip(wv, step, strict=True)])
 
 
+def _mlp_grad(params: Mapping[str, Any], inputs: Sequence[WireTensor]) -> list[WireTensor]:
+    """§4.5 mlp_grad: the stated composition of the single-layer ops."""
+    layers = params["layers"]
+    slope = {k: params[k] for k in ("slope_num", "slope_shift") if k in params}
+    acts_of = [
+        {"act": params["act"], **slope} if i < layers - 1 else {"act": "identity"}
+        for i in range(layers)
+    ]
+    x, labels, ws = inputs[0], inputs[1], inputs[2:]
+    a = [x]
+    for i in range(layers):
+        sub = {**acts_of[i], "out_frac": params["act_frac"]}
+        a.append(dense_forward(sub, a[i], ws[2 * i], ws[2 * i + 1]))
+    g = _softmax_xent_grad({"out_frac": params["grad_frac"]}, a[layers], labels)
+    grads: list[WireTensor] = []
+    for i in range(layers - 1, 0, -1):
+        sub = {**acts_of[i], "dx_frac": params["grad_frac"], "dw_frac": params["dw_frac"]}
+        g, dw, db = _backward(sub, a[i], ws[2 * i], a[i + 1], g)
+        grads = [dw, db, *grads]
+    dw, db = _backward({**acts_of[0], "dw_frac": params["dw_frac"]}, a[0], None, a[1], g)
+    return [a[layers], dw, db, *grads]
+
+
 def execute(op: str, params: Mapping[str, Any], inputs: Sequence[WireTensor]) -> list[WireTensor]:
     """§4.5: run an exact-v1 op in Python integers (params are assumed already valid)."""
+    if op == "mlp_grad":
+        return _mlp_grad(params, inputs)
     if op == "dense_forward":
         return [dense_forward(params, *inputs)]
     if op == "dense_backward":

@@ -588,6 +588,16 @@ def _kernel_cases() -> list[tuple[str, dict, list[Tensor]]]:
     cases.append(
         ("sgd_update", {"lr_num": 2**32, "lr_shift": 0}, [Tensor(w.data, 0), Tensor(g.data, 30)])
     )
+    leaky = {k: v for k, v in LEAKY.items() if k != "out_frac"}
+    for sizes, hidden in (((5, 3), {"act": "relu"}), ((5, 4, 4, 3), leaky)):
+        layers = len(sizes) - 1
+        x = _t(rng, (4, sizes[0]), 1, 12)
+        labels = Tensor(rng.integers(0, sizes[-1], size=4), 0)
+        ws = []
+        for k, m in zip(sizes[:-1], sizes[1:], strict=True):
+            ws += [_t(rng, (k, m), 0.5, 12), _t(rng, (m,), 0.1, 24)]
+        params = {**hidden, "layers": layers, "act_frac": 12, "grad_frac": 16, "dw_frac": 28}
+        cases.append(("mlp_grad", params, [x, labels, *ws]))
     return cases
 
 
