@@ -20,7 +20,7 @@ Actors are named; `actor_key(name)` derives the same Ed25519 key for a name ever
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +201,7 @@ class ChainHarness:
         salt = salt or salt_for(self.address(miner), job_id)
         return self.sign(miner, REVEAL_RESULT, reveal_body(job_id, outputs, salt))
 
-    def commit_many(self, miner: str | Keypair, results: dict[str, Sequence[str]]) -> Tx:
+    def commit_many(self, miner: str | Keypair, results: Mapping[str, Sequence[str]]) -> Tx:
         """One `commit_results` tx: job id -> outputs, each with this harness's salt."""
         address = self.address(miner)
         items = [
@@ -210,7 +210,7 @@ class ChainHarness:
         ]
         return self.sign(miner, COMMIT_RESULTS, commits_body(items))
 
-    def reveal_many(self, miner: str | Keypair, results: dict[str, Sequence[str]]) -> Tx:
+    def reveal_many(self, miner: str | Keypair, results: Mapping[str, Sequence[str]]) -> Tx:
         """One `reveal_results` tx opening `commit_many`'s commitments."""
         address = self.address(miner)
         items = [
