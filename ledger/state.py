@@ -218,7 +218,9 @@ class Job:
         """A copy safe to mutate as the state machine does: it only ever assigns fields and
         adds to the per-miner maps, never mutates inputs, params, output metas or a stored
         list of outputs, so those are shared."""
-        job = dataclasses.replace(self)
+        job = object.__new__(Job)  # ~20x faster than dataclasses.replace for 30 fields
+        for name in _JOB_FIELDS:
+            setattr(job, name, getattr(self, name))
         job.commits = dict(self.commits)
         job.reveals = dict(self.reveals)
         job.verdicts = dict(self.verdicts)

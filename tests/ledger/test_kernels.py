@@ -327,6 +327,7 @@ def test_version_and_ops() -> None:
         "softmax_xent_grad",
         "add",
         "sgd_update",
+        "mlp_grad",
     }
 
 
