@@ -42,12 +42,14 @@ from ledger.transactions import (
     COMMIT_RESULT,
     COMMIT_RESULTS,
     POST_JOB,
+    POST_JOBS,
     REVEAL_RESULT,
     REVEAL_RESULTS,
     SUBMIT_RESULT,
     TRANSFER,
     Tx,
     commitment,
+    posted_jobs,
 )
 from ledger.trusted_json import trusted_canonical_json
 
@@ -199,6 +201,9 @@ class BlockContext:
 
 # --------------------------------------------------------------------------- transactions
 
+_Failure = tuple[str, str]
+"""(failure code, message) of a rule a tx or a batch item broke."""
+
 
 def _transfer(ctx: BlockContext, tx: Tx) -> Receipt:
     amount = tx.body["amount"]
@@ -212,61 +217,47 @@ def _transfer(ctx: BlockContext, tx: Tx) -> Receipt:
     return success(tx.hash)
 
 
-def _post_job(ctx: BlockContext, tx: Tx) -> Receipt:
-    body = tx.body
+def _prepare_job(
+    ctx: BlockContext, job_id: str, sender: str, body: dict[str, Any]
+) -> Job | _Failure:
+    """The job a post_job body creates (status WAITING), or why it cannot be created.
+
+    Changes nothing: the caller checks funds, escrows and adds the job (PROTOCOL.md §5.4).
+    """
     if body["kernel_version"] != kernels.KERNEL_VERSION:
-        return failure(
-            tx.hash,
+        return (
             "unsupported_kernel_version",
             f"kernel version {body['kernel_version']!r}; "
             f"this chain runs {kernels.KERNEL_VERSION!r}",
         )
     metas: list[kernels.TensorMeta] = []
-    waiting = False
     for i, ref in enumerate(body["inputs"]):
         if "tensor" in ref:
             metas.append(kernels.TensorMeta(ref["dtype"], tuple(ref["shape"]), ref["frac_bits"]))
             continue
         parent = ctx.peek_job(ref["job"])
         if parent is None or ref["output"] >= len(parent.output_metas):
-            return failure(
-                tx.hash, "unknown_input", f"input {i} names job output {ref['job']}:{ref['output']}"
-            )
+            return "unknown_input", f"input {i} names job output {ref['job']}:{ref['output']}"
         if parent.status in (EXPIRED, FAILED):
-            return failure(tx.hash, "input_failed", f"input {i}: job {ref['job']} {parent.status}")
-        if parent.status != SETTLED:
-            waiting = True
+            return "input_failed", f"input {i}: job {ref['job']} {parent.status}"
         meta = parent.output_metas[ref["output"]]
         metas.append(kernels.TensorMeta(meta["dtype"], tuple(meta["shape"]), meta["frac_bits"]))
     try:
         spec = kernels.infer(body["op"], body["params"], metas)
     except KernelError as exc:
-        return failure(tx.hash, "invalid_job", str(exc))
+        return "invalid_job", str(exc)
     limit = ctx.params.max_tensor_elements
     for meta in list(metas) + list(spec.outputs):
         if meta.size > limit:
-            return failure(
-                tx.hash,
-                "invalid_job",
-                f"a tensor of {meta.size} elements exceeds the limit {limit}",
-            )
+            return "invalid_job", f"a tensor of {meta.size} elements exceeds the limit {limit}"
     if spec.macs > ctx.params.max_job_macs:
-        return failure(
-            tx.hash,
+        return (
             "invalid_job",
             f"job needs {spec.macs} multiply-accumulates; the limit is {ctx.params.max_job_macs}",
         )
-    poster = ctx.account(tx.sender)
-    if poster.balance < body["reward"]:
-        return failure(
-            tx.hash,
-            "insufficient_funds",
-            f"balance {poster.balance} is below the reward {body['reward']} to escrow",
-        )
-    poster.balance -= body["reward"]
-    job = Job(
-        id=tx.hash,
-        poster=tx.sender,
+    return Job(
+        id=job_id,
+        poster=sender,
         op=body["op"],
         kernel_version=body["kernel_version"],
         inputs=[dict(ref) for ref in body["inputs"]],
@@ -283,13 +274,42 @@ def _post_job(ctx: BlockContext, tx: Tx) -> Receipt:
         run=body.get("run"),
         label=body.get("label"),
     )
-    ctx.add_job(job)
-    if not waiting:
-        settlement.open_job(ctx, job)
+
+
+def _inputs_settled(ctx: BlockContext, job: Job) -> bool:
+    parents = (ctx.peek_job(parent) for parent in job.input_jobs())
+    return all(parent is not None and parent.status == SETTLED for parent in parents)
+
+
+def _create_jobs(ctx: BlockContext, tx: Tx) -> Receipt:
+    """`post_job` and `post_jobs`: every job is created, or none (the first failure is the
+    receipt's code; a batch names the item, `jobs[i]: ...`). The rewards are escrowed."""
+    jobs: list[Job] = []
+    for i, (job_id, body) in enumerate(posted_jobs(tx)):
+        prepared = _prepare_job(ctx, job_id, tx.sender, body)
+        if not isinstance(prepared, Job):
+            code, message = prepared
+            where = "" if tx.type == POST_JOB else f"jobs[{i}]: "
+            return failure(tx.hash, code, where + message)
+        jobs.append(prepared)
+    total = sum(job.reward for job in jobs)
+    poster = ctx.account(tx.sender)
+    if poster.balance < total:
+        what = "the reward" if tx.type == POST_JOB else "the jobs' total reward"
+        return failure(
+            tx.hash,
+            "insufficient_funds",
+            f"balance {poster.balance} is below {what} {total} to escrow",
+        )
+    poster.balance -= total
+    for job in jobs:
+        ctx.add_job(job)
+        if _inputs_settled(ctx, job):
+            settlement.open_job(ctx, job)
     return success(tx.hash)
 
 
-_Outcome = tuple[str, str] | None
+_Outcome = _Failure | None
 """None when an item applied, else (failure code, message)."""
 
 
@@ -447,7 +467,8 @@ def _checkpoint(ctx: BlockContext, tx: Tx) -> Receipt:
 
 _HANDLERS: dict[str, Callable[[BlockContext, Tx], Receipt]] = {
     TRANSFER: _transfer,
-    POST_JOB: _post_job,
+    POST_JOB: _create_jobs,
+    POST_JOBS: _create_jobs,
     COMMIT_RESULT: _commit,
     REVEAL_RESULT: _reveal,
     SUBMIT_RESULT: _submit,

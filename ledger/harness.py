@@ -43,6 +43,7 @@ from ledger.transactions import (
     COMMIT_RESULT,
     COMMIT_RESULTS,
     POST_JOB,
+    POST_JOBS,
     REVEAL_RESULT,
     REVEAL_RESULTS,
     SUBMIT_RESULT,
@@ -52,6 +53,7 @@ from ledger.transactions import (
     commit_body,
     commits_body,
     post_job_body,
+    post_jobs_body,
     reveal_body,
     reveals_body,
     sign_tx,
@@ -187,6 +189,11 @@ class ChainHarness:
             label=label,
         )
         return self.sign(sender, POST_JOB, body)
+
+    def post_jobs(self, sender: str | Keypair, jobs: Sequence[dict[str, Any]]) -> Tx:
+        """One post_jobs tx creating jobs from `post_job_body(...)` bodies; the job ids are
+        `posted_jobs(tx)`."""
+        return self.sign(sender, POST_JOBS, post_jobs_body(jobs))
 
     def commit(
         self, miner: str | Keypair, job_id: str, outputs: Sequence[str], salt: str | None = None

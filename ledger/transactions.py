@@ -37,6 +37,7 @@ SUBMIT_RESULT = "submit_result"
 CHECKPOINT = "checkpoint"
 COMMIT_RESULTS = "commit_results"
 REVEAL_RESULTS = "reveal_results"
+POST_JOBS = "post_jobs"
 TX_TYPES = (
     TRANSFER,
     POST_JOB,
@@ -46,6 +47,7 @@ TX_TYPES = (
     CHECKPOINT,
     COMMIT_RESULTS,
     REVEAL_RESULTS,
+    POST_JOBS,
 )
 #: The result types that name one or more jobs (`result_items` lists their items).
 RESULT_TYPES = (COMMIT_RESULT, REVEAL_RESULT, SUBMIT_RESULT, COMMIT_RESULTS, REVEAL_RESULTS)
@@ -61,6 +63,8 @@ MAX_NAME_LEN = 128
 MAX_METRICS = 16
 MAX_BATCH_RESULTS = 64
 """Items in one `commit_results` / `reveal_results` (each also bounded by `max_tx_bytes`)."""
+MAX_BATCH_JOBS = 64
+"""Jobs in one `post_jobs` (also bounded by `max_tx_bytes`)."""
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 _NAME = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,128}\Z")
@@ -217,6 +221,20 @@ def _check_reveals(body: Mapping[str, Any]) -> None:
             raise _fail(REVEAL_RESULTS, f"reveals[{i}]: {exc}") from exc
 
 
+def _check_post_jobs(body: Mapping[str, Any]) -> None:
+    _keys(POST_JOBS, body, {"jobs"}, set())
+    jobs = body["jobs"]
+    if not isinstance(jobs, list) or not 1 <= len(jobs) <= MAX_BATCH_JOBS:
+        raise _fail(POST_JOBS, f"jobs must be a list of 1 to {MAX_BATCH_JOBS} post_job bodies")
+    for i, job in enumerate(jobs):
+        if not isinstance(job, dict):
+            raise _fail(POST_JOBS, f"jobs[{i}] must be an object")
+        try:
+            _check_post_job(job)
+        except InvalidTransaction as exc:
+            raise _fail(POST_JOBS, f"jobs[{i}]: {exc}") from exc
+
+
 def _check_submit(body: Mapping[str, Any]) -> None:
     _keys(SUBMIT_RESULT, body, {"job_id", "outputs"}, set())
     _hex64(SUBMIT_RESULT, body["job_id"], "job_id")
@@ -245,7 +263,23 @@ _BODY_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     CHECKPOINT: _check_checkpoint,
     COMMIT_RESULTS: _check_commits,
     REVEAL_RESULTS: _check_reveals,
+    POST_JOBS: _check_post_jobs,
 }
+
+
+def batch_job_id(tx_hash: str, index: int) -> str:
+    """The id of job `index` of a `post_jobs` tx: digest({"index": i, "post_jobs": tx_hash})."""
+    return digest({"index": index, "post_jobs": tx_hash})
+
+
+def posted_jobs(tx: Tx) -> list[tuple[str, dict[str, Any]]]:
+    """(job id, post_job body) of every job a tx creates: a post_job's own hash, or each item of
+    a post_jobs with `batch_job_id`; [] for other types."""
+    if tx.type == POST_JOB:
+        return [(tx.hash, tx.body)]
+    if tx.type == POST_JOBS:
+        return [(batch_job_id(tx.hash, i), job) for i, job in enumerate(tx.body["jobs"])]
+    return []
 
 
 def result_items(tx: Tx) -> list[dict[str, Any]]:
@@ -288,6 +322,9 @@ class Tx:
         every other field was type- and range-checked by `from_dict`."""
         if self.type == POST_JOB:
             canonical_json(self.body["params"])  # raises EncodingError for floats etc.
+        elif self.type == POST_JOBS:
+            for job in self.body["jobs"]:
+                canonical_json(job["params"])
         return trusted_canonical_json(self.envelope())
 
     @cached_property
@@ -459,6 +496,11 @@ def post_job_body(
     if label is not None:
         body["label"] = label
     return body
+
+
+def post_jobs_body(jobs: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """A `post_jobs` body from `post_job_body(...)` items; job i gets `batch_job_id(hash, i)`."""
+    return {"jobs": [dict(job) for job in jobs]}
 
 
 def commit_body(job_id: str, miner: str, outputs: Sequence[str], salt: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ledger.store import Head, Store
 from ledger.tensorstore import TensorStore
 from ledger.transactions import (
     POST_JOB,
+    POST_JOBS,
     REVEAL_RESULT,
     REVEAL_RESULTS,
     SUBMIT_RESULT,
@@ -49,8 +50,9 @@ def referenced_tensors(tx: Tx) -> list[str]:
     A validator votes for a block only when it holds all of them (tensor replication), so every
     honest validator can re-execute any job of the block later.
     """
-    if tx.type == POST_JOB:
-        return [ref["tensor"] for ref in tx.body["inputs"] if "tensor" in ref]
+    if tx.type in (POST_JOB, POST_JOBS):
+        bodies = tx.body["jobs"] if tx.type == POST_JOBS else [tx.body]
+        return [ref["tensor"] for job in bodies for ref in job["inputs"] if "tensor" in ref]
     if tx.type in (REVEAL_RESULT, SUBMIT_RESULT, REVEAL_RESULTS):
         return [h for item in result_items(tx) for h in item["outputs"]]
     return []

@@ -26,7 +26,7 @@ from api.routes import verify as verify_route
 from ledger.errors import LedgerError
 from ledger.merkle import merkle_root
 from ledger.state import JOB_STATUSES
-from ledger.transactions import Tx, check_signature
+from ledger.transactions import POST_JOBS, Tx, check_signature, posted_jobs
 
 TEMPLATES = Jinja2Templates(directory=str(FsPath(__file__).parent / "templates"))
 T = TypeVar("T")
@@ -188,14 +188,19 @@ async def tx_detail(
     if isinstance(found, HTMLResponse):
         return found
     signature_ok, problem = True, None
+    job_ids: list[str] = []
     try:
-        check_signature(Tx.from_dict(found.tx), node.genesis.chain_id)
+        tx = Tx.from_dict(found.tx)
+        if tx.type == POST_JOBS:
+            job_ids = [job_id for job_id, _ in posted_jobs(tx)]
+        check_signature(tx, node.genesis.chain_id)
     except LedgerError as exc:
         signature_ok, problem = False, str(exc)
     return render(
         request,
         "tx.html",
         found=found,
+        job_ids=job_ids,
         signature_ok=signature_ok,
         signature_problem=problem,
         api=f"/api/v1/txs/{tx_hash}",

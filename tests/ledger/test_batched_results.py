@@ -1,4 +1,5 @@
-"""`commit_results` / `reveal_results`: many jobs' results in one signed tx (PROTOCOL.md §5.3-5.4).
+"""Batches (PROTOCOL.md §5.3-5.4): `commit_results` / `reveal_results` carry many jobs' results
+in one signed tx, `post_jobs` creates many jobs in one.
 
 Each item applies exactly as the single-job tx would; items that cannot apply (a race lost, a
 closed phase) are skipped and named in the receipt, the rest apply. The ledger they produce must
@@ -8,19 +9,26 @@ pass `verify_ledger`, re-execution included.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ledger_chain import RELU8, chain, dense_inputs
 
 from ledger.errors import InvalidTransaction
 from ledger.harness import ChainHarness
+from ledger.kernels import KERNEL_VERSION
 from ledger.state import OPEN, REVEALING, SETTLED, WRONG
 from ledger.transactions import (
     COMMIT_RESULTS,
     MAX_BATCH_RESULTS,
+    POST_JOBS,
     REVEAL_RESULTS,
     Tx,
+    batch_job_id,
     commit_body,
+    job_input,
+    post_job_body,
+    posted_jobs,
     result_items,
 )
 from ledger.verify import verify_ledger
@@ -155,3 +163,70 @@ def test_result_items_lists_every_job_a_result_tx_names() -> None:
     tx = Tx.from_dict(_raw(COMMIT_RESULTS, {"commits": items}))
     assert [item["job_id"] for item in result_items(tx)] == [f"{i:02x}" * 32 for i in range(3)]
     assert MAX_BATCH_RESULTS == 64
+
+
+# --------------------------------------------------------------------------- post_jobs
+
+
+def _bodies(c: ChainHarness, n: int, reward: int = 10, **kw: Any) -> list[dict[str, Any]]:
+    return [_body(c, dense_inputs(c, seed=i), reward=reward, **kw) for i in range(n)]
+
+
+def _body(c: ChainHarness, inputs: list, op: str = "dense_forward", **kw: Any) -> dict[str, Any]:
+    p = c.genesis.params
+    return post_job_body(
+        op=op,
+        kernel_version=KERNEL_VERSION,
+        inputs=inputs,
+        params=kw.pop("params", RELU8),
+        replication=kw.pop("replication", p.replication),
+        reward=kw.pop("reward", p.reward_per_job),
+        deadline=kw.pop("deadline", p.commit_blocks),
+    )
+
+
+def test_post_jobs_creates_every_job_under_derived_ids(tmp_path: Path) -> None:
+    c = chain(tmp_path)
+    batch = c.post_jobs("alice", _bodies(c, 3))
+    receipt = c.commit_block([batch]).receipts[0]
+    assert receipt.ok
+    ids = [job_id for job_id, _ in posted_jobs(batch)]
+    assert ids == [batch_job_id(batch.hash, i) for i in range(3)] and len(set(ids)) == 3
+    assert c.state.balance(c.address("alice")) == 1_000 - 30  # one escrow for all three
+    results = {job_id: c.compute(job_id) for job_id in ids}
+    c.commit_block([c.commit_many(m, results) for m in ("m1", "m2")])
+    c.commit_block([c.reveal_many(m, results) for m in ("m1", "m2")])
+    assert all(c.job(job_id).status == SETTLED for job_id in ids)
+    # a later job may read a batch job's output (a DAG edge across txs)
+    second = c.post_job(
+        "alice",
+        op="dense_forward",
+        inputs=[job_input(ids[0]), *dense_inputs(c, seed=9, shape=(4, 2, 3))[1:]],
+        params=RELU8,
+    )
+    assert c.commit_block([second]).receipts[0].ok
+    assert c.job(second.hash).status == OPEN
+    _audit(c)
+
+
+def test_post_jobs_is_all_or_nothing(tmp_path: Path) -> None:
+    c = chain(tmp_path)
+    bodies = _bodies(c, 3)
+    bad = _body(c, dense_inputs(c), op="no_such_op", params={})
+    batch = c.post_jobs("alice", [bodies[0], bad, bodies[2]])
+    receipt = c.commit_block([batch]).receipts[0]
+    assert not receipt.ok and receipt.code == "invalid_job"
+    assert receipt.message.startswith("jobs[1]: unknown op")
+    assert all(c.state.jobs.get(job_id) is None for job_id, _ in posted_jobs(batch))
+    assert c.state.balance(c.address("alice")) == 1_000  # nothing escrowed
+    rich = c.post_jobs("alice", _bodies(c, 2, reward=600))  # 1,200 > 1,000
+    receipt = c.commit_block([rich]).receipts[0]
+    assert receipt.code == "insufficient_funds" and "total reward 1200" in receipt.message
+    _audit(c)
+
+
+def test_malformed_post_jobs_are_invalid() -> None:
+    with pytest.raises(InvalidTransaction, match="1 to 64"):
+        Tx.from_dict(_raw(POST_JOBS, {"jobs": []}))
+    with pytest.raises(InvalidTransaction, match=r"jobs\[0\]: post_job: body is missing"):
+        Tx.from_dict(_raw(POST_JOBS, {"jobs": [{"op": "dense_forward"}]}))

@@ -18,7 +18,7 @@ from ledger.errors import ExactRangeError
 from ledger.genesis import Params
 from ledger.harness import ChainHarness
 from ledger.tensor import Tensor, quantize
-from ledger.transactions import tensor_input
+from ledger.transactions import post_job_body, posted_jobs, tensor_input
 
 LEAKY = {"act": "leaky_relu", "out_frac": 10, "slope_num": 3, "slope_shift": 5}
 RELU = {"act": "relu", "out_frac": 8}
@@ -109,28 +109,33 @@ class Built:
         c.commit_block(solo)  # 9
         c.commit_block([c.submit("m3", p.hash, c.compute(p.hash)) for p in solo])  # 10
         self.solo = [p.hash for p in solo]
-        batched = []
+        bodies = []
         for seed in (20, 21, 22):
             xs, ws, bs = _layer(seed, 2, 2, 2)
             for t in (xs, ws, bs):
                 c.put_tensor(t)
-            batched.append(
-                c.post_job(
-                    "alice",
+            bodies.append(
+                post_job_body(
                     op="dense_forward",
+                    kernel_version="exact-v1",
                     inputs=[tensor_input(t) for t in (xs, ws, bs)],
                     params=RELU,
+                    replication=2,
+                    reward=10,
+                    deadline=20,
                 )
             )
-        c.commit_block(batched)  # 11
-        out = {p.hash: c.compute(p.hash) for p in batched}
+        batch = c.post_jobs("alice", bodies)
+        c.commit_block([batch])  # 11: one tx, three jobs
+        batched = [job_id for job_id, _ in posted_jobs(batch)]
+        out = {job_id: c.compute(job_id) for job_id in batched}
         first_two = dict(list(out.items())[:2])
         c.commit_block([c.commit_many("m1", out), c.commit_many("m2", first_two)])  # 12
         late = c.commit_many("m3", out)  # loses jobs 0 and 1, closes job 2
         c.commit_block([late, c.reveal_many("m1", out), c.reveal_many("m2", first_two)])  # 13
-        c.commit_block([c.reveal("m3", batched[2].hash, out[batched[2].hash])])  # 14
+        c.commit_block([c.reveal("m3", batched[2], out[batched[2]])])  # 14
         assert c.receipt(late).message == "not applied: 0 job_not_open, 1 job_not_open"
-        assert all(c.job(p.hash).status == "settled" for p in batched)
+        assert all(c.job(job_id).status == "settled" for job_id in batched)
         assert c.job(post1.hash).status == "settled"
         assert c.job(post2.hash).settlement == "reexecuted"
         assert c.job(doomed.hash).status == "expired"
@@ -169,7 +174,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 def test_accepts_the_real_chain(built: Built) -> None:
     report = iv.verify_sqlite(str(built.db), built.tensor_bytes)
     assert report.height == built.height
-    assert report.n_txs == 1 + 2 + 2 + 2 + 2 + 2 + 4 + 1 + 3 + 3 + 3 + 2 + 3 + 1
+    assert report.n_txs == 1 + 2 + 2 + 2 + 2 + 2 + 4 + 1 + 3 + 3 + 1 + 2 + 3 + 1
     assert report.genesis_hash == built.chain.genesis.hash
     assert report.state_root == built.chain.state.root
     assert report.kernel_checks == 8  # every settled dense_forward job, in Python integers
@@ -477,6 +482,11 @@ BODIES: list[Any] = [
     ("reveal_result", {"job_id": H, "outputs": [H] * 17, "salt": H}),
     ("reveal_result", {"job_id": H, "outputs": [], "salt": H}),
     ("submit_result", {"job_id": H, "outputs": [H]}),
+    ("post_jobs", {"jobs": [POST, {**POST, "label": "x"}]}),
+    ("post_jobs", {"jobs": []}),
+    ("post_jobs", {"jobs": [POST] * 65}),
+    ("post_jobs", {"jobs": [{**POST, "replication": 0}]}),
+    ("post_jobs", {"jobs": [POST], "run": "r"}),
     ("commit_results", {"commits": [{"job_id": H, "commitment": H}]}),
     ("commit_results", {"commits": [{"job_id": H, "commitment": H}] * 2}),
     ("commit_results", {"commits": [{"job_id": f"{i:064x}", "commitment": H} for i in range(64)]}),
