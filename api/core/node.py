@@ -73,13 +73,17 @@ class NodeReplica(Replica):
         if stalled:
             log.warning(
                 "asking for a view change in view %d: committed %d (was %d), block in flight %s, "
-                "%d txs waited a whole timeout (%d of them not in a proposed block)",
+                "%d txs waited a whole timeout (%d of them not in a proposed block; %d txs in "
+                "the core then, %d pending now; node backlog %d)",
                 self.view,
                 self.committed_height,
                 snap.committed_height,
                 snap.in_flight,
                 len(waiting),
                 sum(1 for t in waiting if t not in self._in_flight_txs()),
+                len(snap.txs),
+                len(self.pending),
+                getattr(self.app, "backlog", -1),
             )
         return stalled
 
@@ -565,6 +569,10 @@ class Node:
     def backlog(self) -> int:
         """Admitted txs not yet handed to the core, plus gossiped ones not yet admitted."""
         return len(self._queued) + self._inbox_txs
+
+    def held_txs(self) -> int:
+        """For the core's view timer (`ledger.consensus.app.held_txs`): the backlog here."""
+        return self.backlog
 
     def _check_busy(self) -> None:
         if self.backlog >= self.settings.admission_backlog:
