@@ -73,8 +73,8 @@ class NodeReplica(Replica):
         if stalled:
             log.warning(
                 "asking for a view change in view %d: committed %d (was %d), block in flight %s, "
-                "%d txs waited a whole timeout (%d of them not in a proposed block; %d txs in "
-                "the core then, %d pending now; node backlog %d)",
+                "%d txs waited a whole timeout (%d of them not in a proposed block; then %d txs "
+                "in the core and a backlog of %d here; %d in the core now)",
                 self.view,
                 self.committed_height,
                 snap.committed_height,
@@ -82,8 +82,8 @@ class NodeReplica(Replica):
                 len(waiting),
                 sum(1 for t in waiting if t not in self._in_flight_txs()),
                 len(snap.txs),
+                snap.backlog,
                 len(self.pending),
-                getattr(self.app, "backlog", -1),
             )
         return stalled
 

@@ -85,3 +85,16 @@ class Application(Protocol):
     def tx_committed(self, tx_hash: str) -> bool:
         """True when `tx_hash` is in a block the host has committed (so it is never re-proposed)."""
         ...
+
+
+def held_txs(app: Any) -> int:
+    """How many txs the host holds for this replica but has not handed to it yet.
+
+    Optional part of the `Application` protocol: a method `held_txs() -> int`. A node admits
+    txs before it feeds them to the core (signature checks, a nonce gap waiting to fill), so
+    under load the txs waiting *at this validator* can be many more than the core's pending
+    set. The view timer counts them when it decides whether a tx left out was queued behind a
+    backlog or censored. Hosts without such a queue (the simulator) need not implement it.
+    """
+    held = getattr(app, "held_txs", None)
+    return max(0, int(held())) if callable(held) else 0

@@ -24,7 +24,7 @@ from typing import Any
 
 from ledger.certificate import CommitCertificate, verify_certificate
 from ledger.consensus import events as ev
-from ledger.consensus.app import Application
+from ledger.consensus.app import Application, held_txs
 from ledger.consensus.config import ConsensusConfig
 from ledger.consensus.messages import (
     Checkpoint,
@@ -73,6 +73,8 @@ class _Snapshot:
     committed_height: int
     txs: frozenset[str]
     in_flight: bool
+    backlog: int
+    """Txs waiting at this validator then: the core's pending ones plus those its host held."""
 
 
 class Replica:
@@ -154,6 +156,12 @@ class Replica:
         self.pending: dict[str, Any] = {}
         self.waiting_app = False
         self.snapshot: _Snapshot | None = None
+
+        # Following the views this replica has left (see `_learn_old_view`).
+        self.old_blocks: dict[tuple[int, str], Any] = {}
+        """(height, hash) -> block, from PRE-PREPAREs of views below the current one."""
+        self.old_commits: dict[tuple[int, int, str], dict[str, Commit]] = {}
+        """(view, height, hash) -> COMMITs of views below the current one, by sender."""
 
         # State transfer.
         self.fetch_target = 0
@@ -305,6 +313,9 @@ class Replica:
 
     # ---------------------------------------------------------------------- normal case
     def _on_pre_prepare(self, pp: PrePrepare) -> None:
+        if pp.view < self.view:
+            self._learn_old_view(pp)
+            return
         if pp.sender != self.cfg.primary(pp.view) or not self._in_window(pp.view, pp.height):
             return
         if not block_matches(pp.block, pp.height, pp.block_hash):
@@ -366,6 +377,9 @@ class Replica:
         self._check_prepared(pp.height)
 
     def _on_vote(self, phase: str, msg: Prepare | Commit) -> None:
+        if msg.view < self.view and isinstance(msg, Commit):
+            self._learn_old_view(msg)
+            return
         if not self._in_window(msg.view, msg.height):
             return
         if phase == "prepare" and msg.sender == self.cfg.primary(msg.view):
@@ -618,11 +632,72 @@ class Replica:
         self.commits = {k: v for k, v in self.commits.items() if k[1] > s}
         self.sent = {k: v for k, v in self.sent.items() if k[2] > s}
         self.rejected = {k for k in self.rejected if k[1] > s}
+        self.old_blocks = {k: b for k, b in self.old_blocks.items() if k[0] > s}
+        self.old_commits = {k: v for k, v in self.old_commits.items() if k[1] > s}
         keep = min(s, self.committed_height)
         self.hashes = {h: x for h, x in self.hashes.items() if h >= keep}
         for table in self.checkpoints.values():
             for h in [h for h in table if h <= s]:
                 del table[h]
+
+    # ------------------------------------------------------------- following older views
+    def _learn_old_view(self, msg: PrePrepare | Commit) -> None:
+        """Commit what the others commit in a view this replica has left, without voting.
+
+        A replica whose view timer expired while the others saw progress asks alone for the
+        next view; the others rightly do not follow (f + 1 must), so it waits outside their
+        view, possibly for a long time. It must not vote there again (its VIEW-CHANGE may yet
+        be part of a NEW-VIEW quorum), but it may learn: a quorum of COMMITs for (view, height,
+        hash) is a commit certificate, the very proof state transfer accepts, and the block
+        comes with the PRE-PREPARE. So it keeps its chain, its clients' commits and its
+        checkpoints current at the others' pace instead of polling for blocks.
+        """
+        height = msg.height
+        if not self.committed_height < height <= self.committed_height + self.cfg.watermark_window:
+            return
+        if msg.view < self.view - _FUTURE_VIEWS:
+            return
+        if isinstance(msg, PrePrepare):
+            if msg.sender != self.cfg.primary(msg.view):
+                return
+            if not block_matches(msg.block, height, msg.block_hash):
+                return
+            if len(self.old_blocks) >= 2 * self.cfg.watermark_window:
+                return
+            self.old_blocks.setdefault((height, msg.block_hash), msg.block)
+        else:
+            if any(  # one COMMIT per sender, view and height (an equivocator's first)
+                msg.sender in v and k[0] == msg.view and k[1] == height
+                for k, v in self.old_commits.items()
+            ):
+                return
+            self.old_commits.setdefault((msg.view, height, msg.block_hash), {})[msg.sender] = msg
+        progressed = False
+        while True:
+            height = self.committed_height + 1
+            found = self._old_certificate(height)
+            if found is None:
+                break
+            block, certificate = found
+            self._apply_commit(block, certificate)
+            progressed = True
+        if progressed:
+            c = self.committed_height
+            self.old_blocks = {k: b for k, b in self.old_blocks.items() if k[0] > c}
+            self.old_commits = {k: v for k, v in self.old_commits.items() if k[1] > c}
+            self._after_progress()
+
+    def _old_certificate(self, height: int) -> tuple[Any, CommitCertificate] | None:
+        """A block at `height` with a quorum of COMMITs of an older view, linked to our head."""
+        for (view, h, block_hash), votes in self.old_commits.items():
+            if h != height or len(votes) < self.cfg.quorum:
+                continue
+            block = self.old_blocks.get((height, block_hash))
+            if block is None or block.prev_hash != self.hashes.get(height - 1):
+                continue
+            signatures = {sender: c.signature for sender, c in votes.items()}
+            return block, CommitCertificate.build(height, view, block_hash, signatures)
+        return None
 
     # ----------------------------------------------------------------------- view timer
     def _timeout(self) -> int:
@@ -640,7 +715,10 @@ class Replica:
         )
         if not self.pending and not in_flight:
             return
-        self.snapshot = _Snapshot(self.committed_height, frozenset(self.pending), in_flight)
+        backlog = len(self.pending) + held_txs(self.app)
+        self.snapshot = _Snapshot(
+            self.committed_height, frozenset(self.pending), in_flight, backlog
+        )
         self._set_view_timer()
 
     def _on_timer(self, timer_id: str) -> None:
@@ -676,7 +754,10 @@ class Replica:
         # Blocks commit, and more txs were waiting than fit in one block: a tx left out is
         # queued behind others, not censored, and changing view would only slow everyone down.
         # That period is not judged; the next one, once the backlog fits in a block, is.
-        if len(snap.txs) > self.cfg.max_block_txs:
+        # The backlog counts the txs the host still held back (admission, nonce gaps): under
+        # load the core's own pending set can be small while thousands wait at this node, and
+        # so at the primary (a lone backup used to ask for a view change here and leave).
+        if snap.backlog > self.cfg.max_block_txs:
             return False
         # Other blocks commit, but a tx held a whole period ago is still not even proposed:
         # the primary is ignoring it (censorship).
