@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from explorer_chains import RUN, DemoChain, build_demo_chain, node_home
 
@@ -344,5 +345,64 @@ def test_pages_render_on_a_chain_with_no_blocks(tmp_path: Path) -> None:
         assert "No block committed yet" in served.get("/").text
         assert served.get("/verify", params={"from": 1}).status_code == 404
         assert served.get("/api/v1/stats/overview").json()["rate"]["txs_per_s"] == 0
+    finally:
+        served.close()
+
+
+def test_batch_txs_link_every_job_they_name(tmp_path: Path) -> None:
+    """A post_jobs tx lists the jobs it created; commit_results / reveal_results list theirs,
+    and each job's tx feed shows the batches that carried its results."""
+    from explorer_chains import demo_genesis
+
+    from ledger.harness import ChainHarness, validator_keys_for
+    from ledger.kernels import KERNEL_VERSION
+    from ledger.tensor import Tensor
+    from ledger.transactions import post_job_body, posted_jobs, tensor_input
+
+    genesis = demo_genesis(free_ports(4))
+    db, tensor_dir = tmp_path / "ledger.db", tmp_path / "tensors"
+    c = ChainHarness(
+        genesis=genesis,
+        validator_keys=validator_keys_for(4),
+        tensor_dir=tensor_dir,
+        db_url=str(db),
+    )
+    bodies = []
+    for seed in range(3):
+        x = Tensor(np.random.default_rng(seed).integers(-99, 99, size=(2, 3)), 8)
+        w = Tensor(np.full((3, 2), seed + 1, dtype=np.int64), 8)
+        b = Tensor(np.zeros(2, dtype=np.int64), 16)
+        for t in (x, w, b):
+            c.put_tensor(t)
+        bodies.append(
+            post_job_body(
+                op="dense_forward",
+                kernel_version=KERNEL_VERSION,
+                inputs=[tensor_input(t) for t in (x, w, b)],
+                params={"act": "relu", "out_frac": 8},
+                replication=2,
+                reward=10,
+                deadline=5,
+            )
+        )
+    batch = c.post_jobs("alice", bodies)
+    c.commit_block([batch])
+    ids = [job_id for job_id, _ in posted_jobs(batch)]
+    results = {job_id: c.compute(job_id) for job_id in ids}
+    commits = [c.commit_many(m, results) for m in ("miner-a", "miner-b")]
+    c.commit_block(commits)
+    reveals = [c.reveal_many(m, results) for m in ("miner-a", "miner-b")]
+    c.commit_block(reveals)
+    assert c.store is not None
+    c.store.close()
+    served = App(node_home(tmp_path, genesis, db, tensor_dir, free_ports(1)[0]))
+    try:
+        page = served.get(f"/txs/{batch.hash}").text
+        assert "3 jobs posted in one tx" in page and all(f"/jobs/{j}" in page for j in ids)
+        page = served.get(f"/txs/{commits[0].hash}").text
+        assert "3 results in one tx" in page and all(f"/jobs/{j}" in page for j in ids)
+        feed = served.get(f"/api/v1/feed/jobs/{ids[1]}/txs").json()["txs"]
+        assert sorted(t["type"] for t in feed) == ["commit_results"] * 2 + ["reveal_results"] * 2
+        assert "settled" in served.get(f"/jobs/{ids[1]}").text
     finally:
         served.close()
