@@ -42,6 +42,12 @@ def verify(
         Path | None, typer.Option(help="Tensor store directory, to recompute re-executed jobs.")
     ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    start: Annotated[
+        int, typer.Option("--from", min=1, help="Count heights from here (all are replayed).")
+    ] = 1,
+    end: Annotated[
+        int | None, typer.Option("--to", min=1, help="Stop after this height (default: head).")
+    ] = None,
 ) -> None:
     """Audit a ledger offline: hash links, tx roots, signatures, certificates, full replay.
 
@@ -64,6 +70,8 @@ def verify(
             genesis=trusted,
             tensors=TensorStore(tensors) if tensors is not None else None,
             reexecute=reexecute,
+            start=start,
+            end=end,
         )
         store.close()
     except LedgerError as exc:

@@ -56,7 +56,13 @@ class VerifyReport:
     genesis_hash: str = ""
     chain_id: str = ""
     head: int = 0
-    """Highest height stored."""
+    """Highest height stored (read once, when the check started)."""
+    start: int = 1
+    end: int = 0
+    """The range checked and counted: [start, end] (end = the head unless given). Heights below
+    `start` are replayed and checked too (block h needs the state after h - 1) but not counted."""
+    replayed: int = 0
+    """Blocks replayed from height 1."""
     verified_height: int = 0
     """Every height up to this one checked out."""
     first_bad_height: int | None = None
@@ -223,13 +229,18 @@ def verify_ledger(
     genesis: Genesis | None = None,
     tensors: TensorStore | None = None,
     reexecute: bool = False,
+    start: int = 1,
+    end: int | None = None,
 ) -> VerifyReport:
-    """Audit the whole ledger (see the module docstring). Never raises for a bad ledger: the
-    report says where and what; raises only for bad arguments (reexecute without tensors)."""
+    """Audit the ledger up to `end` (the head), counting heights [start, end] (see the module
+    docstring and `VerifyReport.start`). Never raises for a bad ledger: the report says where
+    and what; raises only for bad arguments (reexecute without tensors, a backwards range)."""
     started = time.perf_counter()
     if reexecute and tensors is None:
         raise LedgerError("re-executing settled jobs needs the tensors (--tensors DIR)")
-    report = VerifyReport()
+    if start < 1 or (end is not None and end < start):
+        raise LedgerError(f"give 1 <= from <= to (got from={start}, to={end})")
+    report = VerifyReport(start=start)
     try:
         stored_genesis = store.genesis
     except LedgerError as exc:
@@ -238,6 +249,7 @@ def verify_ledger(
     trusted = genesis or stored_genesis
     report.genesis_hash, report.chain_id = trusted.hash, trusted.chain_id
     report.head = store.height
+    report.end = report.head if end is None else end
     if stored_genesis.hash != trusted.hash:
         report.ok, report.first_bad_height = False, 0
         report.problem = (
@@ -245,33 +257,39 @@ def verify_ledger(
             f"{trusted.hash[:16]}…"
         )
         return report
+    if report.end > report.head:
+        report.ok, report.first_bad_height = False, report.head + 1
+        report.problem = f"block {report.head + 1} is missing: the head is {report.head}"
+        return report
     if tensors is None:
         report.notes.append(
             "note: no tensors given; outcomes of jobs the chain re-executed were taken from the "
-            "ledger (pass --tensors DIR to recompute them)"
+            "ledger (bound by the state roots, but not recomputed)"
         )
 
     def count(stored: StoredBlock, result: BlockResult, state: State) -> None:
-        report.blocks += 1
-        report.txs += len(stored.block.txs)
-        assert stored.certificate is not None
-        report.certificate_signatures += len(stored.certificate.signatures)
-        if tensors is None:
-            report.trusted_reexecutions += len(result.reexecuted)
-        else:
-            report.reexecuted_jobs += len(result.reexecuted)
-        if reexecute and tensors is not None:
-            try:
-                report.reexecuted_jobs += _reexecute_agreed(state, tensors, result)
-            except MissingTensor as exc:
-                raise VerifyFailure(result.height, f"cannot re-execute a job: {exc}") from exc
+        report.replayed += 1
+        if result.height >= start:
+            report.blocks += 1
+            report.txs += len(stored.block.txs)
+            assert stored.certificate is not None
+            report.certificate_signatures += len(stored.certificate.signatures)
+            if tensors is None:
+                report.trusted_reexecutions += len(result.reexecuted)
+            else:
+                report.reexecuted_jobs += len(result.reexecuted)
+            if reexecute and tensors is not None:
+                try:
+                    report.reexecuted_jobs += _reexecute_agreed(state, tensors, result)
+                except MissingTensor as exc:
+                    raise VerifyFailure(result.height, f"cannot re-execute a job: {exc}") from exc
         report.verified_height = result.height
         report.final_state_root = result.state_root
 
     try:
         # The head is read once: a live node keeps appending, and blocks past it are not ours.
         for stored, _result in replay_blocks(store, trusted, tensors=tensors, on_block=count):
-            if stored.block.header.height >= report.head:
+            if stored.block.header.height >= report.end:
                 break
     except VerifyFailure as failure:
         report.ok = False
@@ -281,7 +299,7 @@ def verify_ledger(
         report.ok = False
         report.first_bad_height = report.verified_height + 1
         report.problem = str(exc)
-    if report.ok and report.verified_height != report.head:
+    if report.ok and report.verified_height != report.end:
         report.ok = False
         report.first_bad_height = report.verified_height + 1
         report.problem = f"block {report.verified_height + 1} is missing"

@@ -7,9 +7,9 @@ Pages are server-rendered (Jinja2) from the same route functions that answer /ap
 JavaScript is `static/live.js`, which adds new blocks as they commit (server-sent events from
 /api/v1/events, polling /api/v1/blocks when the stream drops).
 
-Modules: `pages` (HTML routes), `charts` (inline SVG), `indexes` (incremental validator counts),
-`verifying` (range check on `ledger.verify`); the JSON routes live in `api/routes/{stats,
-certificates,feed,runs,verify}.py`.
+Modules: `pages` (HTML routes), `charts` (inline SVG), `indexes` (incremental validator counts);
+the JSON routes live in `api/routes/{stats,certificates,feed,runs,verify}.py` (the range check
+is `ledger.verify.verify_ledger`, the CLI's own function).
 """
 
 from __future__ import annotations

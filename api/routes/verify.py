@@ -1,4 +1,5 @@
-"""Verify a range of the chain on the node, with the library behind `layerchain verify`.
+"""Verify a range of the chain on the node with `ledger.verify.verify_ledger`, the very function
+behind `layerchain verify`.
 
 The check replays the chain from genesis, so it is CPU work proportional to the height: it runs
 in a worker thread (the event loop, which drives consensus, stays responsive) and one at a time
@@ -15,7 +16,7 @@ from pydantic import BaseModel
 
 from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
-from api.explorer.verifying import verify_range
+from ledger.verify import verify_ledger
 
 router = APIRouter(prefix="/verify", tags=["verify"])
 
@@ -64,7 +65,12 @@ async def verify_chain(
 
     def run() -> VerifyOut:
         with _ONE_AT_A_TIME:
-            report = verify_range(store, genesis, lo, hi, tensors=tensor_store if tensors else None)
-        return VerifyOut(**report.to_dict())
+            report = verify_ledger(
+                store, genesis=genesis, tensors=tensor_store if tensors else None, start=lo, end=hi
+            )
+        fields = report.to_dict()
+        fields["state_root"] = fields.pop("final_state_root")
+        fields["seconds"] = round(fields["seconds"], 3)
+        return VerifyOut(**fields)
 
     return await asyncio.to_thread(run)

@@ -24,7 +24,6 @@ from explorer_chains import RUN, DemoChain, build_demo_chain, node_home
 
 from api.core.config import load_settings
 from api.explorer.indexes import validator_index
-from api.explorer.verifying import verify_range
 from api.main import create_app
 from api.testing import free_ports
 from ledger.store import Store
@@ -178,26 +177,28 @@ def test_verify_range_names_the_first_bad_height(tmp_path: Path, demo: DemoChain
     shutil.copyfile(demo.db, db)
     tamper(db, "receipts", "UPDATE receipts SET message = 'all good' WHERE height = 2", ())
     store = Store(str(db), create=False)
-    report = verify_range(store, demo.harness.genesis, 1, store.height)
+    report = verify_ledger(store, genesis=demo.harness.genesis)
     assert not report.ok and report.first_bad_height == 2 and "receipt 0" in (report.problem or "")
-    before = verify_range(store, demo.harness.genesis, 1, 1)
-    assert before.ok and before.blocks == 1
+    before = verify_ledger(store, genesis=demo.harness.genesis, end=1)
+    assert before.ok and before.blocks == 1 and before.verified_height == 1
+    after = verify_ledger(store, genesis=demo.harness.genesis, start=3)  # replays 2: caught
+    assert not after.ok and after.first_bad_height == 2 and after.blocks == 0
     store.close()
 
 
-def test_verify_agrees_with_layerchain_verify(demo: DemoChain) -> None:
+def test_verify_agrees_with_layerchain_verify(app: App, demo: DemoChain) -> None:
     store = Store(str(demo.db), create=False)
     cli = verify_ledger(store)
-    mine = verify_range(store, demo.harness.genesis, 1, store.height)
     store.close()
-    assert cli.ok and mine.ok
-    assert (mine.blocks, mine.txs, mine.certificate_signatures, mine.state_root) == (
+    mine = app.get("/api/v1/verify").json()
+    assert cli.ok and mine["ok"]
+    assert (mine["blocks"], mine["txs"], mine["certificate_signatures"], mine["state_root"]) == (
         cli.blocks,
         cli.txs,
         cli.certificate_signatures,
         cli.final_state_root,
     )
-    assert mine.trusted_reexecutions == cli.trusted_reexecutions
+    assert mine["trusted_reexecutions"] == cli.trusted_reexecutions
 
 
 def test_verify_refuses_a_backwards_range(app: App) -> None:

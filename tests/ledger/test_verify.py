@@ -214,6 +214,23 @@ def test_cli_verify_ok_and_json(tmp_path: Path) -> None:
     assert report["ok"] and report["verified_height"] == 5
 
 
+def test_cli_verify_counts_a_range_and_still_replays_below_it(tmp_path: Path) -> None:
+    c = _chain(tmp_path)
+    outcome = CliRunner().invoke(app, ["verify", _db(c), "--from", "2", "--to", "4", "--json"])
+    assert outcome.exit_code == 0, outcome.output
+    report = json.loads(outcome.output)
+    assert (report["blocks"], report["replayed"], report["verified_height"]) == (3, 4, 4)
+    assert report["final_state_root"] == c.results[3].state_root
+    assert c.store is not None
+    _tamper(c.store, "UPDATE blocks SET time_ms = time_ms + 1 WHERE height = 1")
+    outcome = CliRunner().invoke(app, ["verify", _db(c), "--from", "3"])
+    assert outcome.exit_code == 1 and "FAILED at height 1" in outcome.output
+    outcome = CliRunner().invoke(app, ["verify", _db(c), "--from", "4", "--to", "2"])
+    assert outcome.exit_code == 1 and "give 1 <= from <= to" in outcome.output
+    outcome = CliRunner().invoke(app, ["verify", _db(c), "--to", "9"])
+    assert outcome.exit_code == 1 and "block 6 is missing: the head is 5" in outcome.output
+
+
 def test_cli_verify_names_the_first_bad_height(tmp_path: Path) -> None:
     c = _chain(tmp_path)
     assert c.store is not None
