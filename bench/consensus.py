@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -26,6 +27,7 @@ import httpx
 
 from api.p2p.transport import nodelay_transport
 from api.testing import LocalTestnet
+from bench import consensus_trace
 from ledger.genesis import Params
 from ledger.identity import Keypair
 from ledger.transactions import TRANSFER, sign_tx, transfer_body
@@ -121,7 +123,9 @@ async def committed_txs(net: LocalTestnet) -> int:
     return min(counts) if len(counts) == net.n else 0
 
 
-async def light_load(net: LocalTestnet, samples: int, key: Keypair) -> dict:
+async def light_load(
+    net: LocalTestnet, samples: int, key: Keypair, record: list[tuple] | None = None
+) -> dict:
     chain = net.genesis.chain_id
     nonce = httpx.get(f"{net.url(0)}/api/v1/accounts/{key.address}").json()["nonce"]
     txs = [
@@ -148,12 +152,16 @@ async def light_load(net: LocalTestnet, samples: int, key: Keypair) -> dict:
         for n, tx in enumerate(txs):
             node = n % net.n
             started = time.perf_counter()
+            started_ns = time.monotonic_ns()
             response = await http.post(f"{net.url(node)}/api/v1/txs", json=tx)
             response.raise_for_status()
             # A bounded wait, so a tx that never commits is reported rather than hanging here.
             try:
                 await asyncio.wait_for(next_block(node, True), STALL_S)
                 latencies.append(time.perf_counter() - started)
+                if record is not None:
+                    tx_hash = response.json()["tx_hash"]
+                    record.append((node, tx_hash, started_ns, time.monotonic_ns()))
                 # Drain the other nodes' streams so they do not fall behind.
                 for other in range(net.n):
                     if other != node:
@@ -174,6 +182,24 @@ async def light_load(net: LocalTestnet, samples: int, key: Keypair) -> dict:
     }
 
 
+def node_env(args: argparse.Namespace) -> dict[str, str]:
+    env = {}
+    if args.no_fsync:
+        env["LAYERCHAIN_FSYNC"] = "false"
+    if args.view_timeout_ms:
+        env["LAYERCHAIN_VIEW_TIMEOUT_MS"] = str(args.view_timeout_ms)
+    return env
+
+
+def nodes_cpu_s(net: LocalTestnet) -> float:
+    """CPU seconds (user + system) the running validator processes have used so far."""
+    total = 0
+    for proc in net.procs.values():
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--txs", type=int, default=20_000)
@@ -187,8 +213,19 @@ def main() -> None:
     parser.add_argument(
         "--no-fsync", action="store_true", help="UNSAFE mode: nodes skip fsync (see Settings)."
     )
+    parser.add_argument(
+        "--view-timeout-ms",
+        type=int,
+        help="The nodes' base view timeout (default: the node's); small values provoke view "
+        "changes under load.",
+    )
     parser.add_argument("--keep", type=Path, help="Write the testnet here and keep it (logs).")
     parser.add_argument("--profile", type=Path, help="cProfile node0 (the primary) into FILE.")
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="Nodes write LAYERCHAIN_TRACE files; print where light-load latency goes.",
+    )
     args = parser.parse_args()
     if args.profile is not None:
         args.profile = args.profile.resolve()
@@ -199,12 +236,15 @@ def main() -> None:
             validators=4,
             miners=1,
             params=Params(max_block_txs=args.max_block_txs),
-            env={"LAYERCHAIN_FSYNC": "false"} if args.no_fsync else None,
+            env=node_env(args),
         ) as net,
     ):
+        traces = [net.home(i) / "trace.log" for i in range(net.n)]
         for i in range(net.n):
-            profiled = args.profile is not None and i == 0
-            net.start(i, extra_env={"LAYERCHAIN_PROFILE": str(args.profile)} if profiled else {})
+            env = {"LAYERCHAIN_TRACE": str(traces[i])} if args.trace else {}
+            if args.profile is not None and i == 0:
+                env["LAYERCHAIN_PROFILE"] = str(args.profile)
+            net.start(i, extra_env=env)
         net.wait_healthy(timeout=60)
         senders = [Keypair.generate() for _ in range(args.senders)]
         fund(net, senders)
@@ -221,11 +261,17 @@ def main() -> None:
             f"{sat['txs_per_block']:.0f} txs/block; submission took {sat['submit_seconds']:.2f} s; "
             f"{len(txs) - succeeded} failed receipts)"
         )
-        lat = asyncio.run(light_load(net, args.latency_samples, net.miners[0]))
+        record: list[tuple] = []
+        cpu_before = nodes_cpu_s(net)
+        lat = asyncio.run(light_load(net, args.latency_samples, net.miners[0], record))
+        cpu_per_tx = 1000 * (nodes_cpu_s(net) - cpu_before) / args.latency_samples
         print(
             f"light load: commit latency p50 {lat['p50_ms']:.1f} ms, p99 {lat['p99_ms']:.1f} ms, "
-            f"mean {lat['mean_ms']:.1f} ms over {lat['samples']} txs (submit -> block event)"
+            f"mean {lat['mean_ms']:.1f} ms over {lat['samples']} txs (submit -> block event); "
+            f"the four nodes used {cpu_per_tx:.1f} ms of CPU per tx"
         )
+        if args.trace:
+            consensus_trace.report(traces, record)
         if args.profile:
             net.stop(0)  # SIGTERM: a clean exit writes the profile
 

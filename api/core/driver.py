@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
+from api.core.trace import describe, trace
 from ledger.consensus.events import (
     Broadcast,
     CancelTimer,
@@ -104,6 +105,8 @@ class ConsensusDriver:
             self._last_ms = now
             actions.extend(self._safe_step(TimeAdvanced(now)))
         for event in events:
+            if trace.on:
+                trace("step", ev=_event_name(event))
             actions.extend(self._safe_step(event))
         self.steps += len(events)
         self.last_step_monotonic = time.monotonic()
@@ -127,6 +130,9 @@ class ConsensusDriver:
             if isinstance(action, Send | Broadcast) and unflushed:
                 self.host.flush()  # the persist-before-send contract
                 unflushed = False
+            if trace.on and isinstance(action, Send | Broadcast | Commit):
+                what = action.block if isinstance(action, Commit) else action.msg
+                trace("act", act=type(action).__name__, msg=describe(what))
             if isinstance(action, Send):
                 self.host.send(action.to, action.msg)
             elif isinstance(action, Broadcast):
@@ -166,3 +172,10 @@ class ConsensusDriver:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
+
+
+def _event_name(event: Any) -> str:
+    msg = getattr(event, "msg", None)
+    if msg is not None:
+        return f"{describe(msg)}/{getattr(msg, 'sender', '')[:6]}"
+    return type(event).__name__

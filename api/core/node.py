@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -26,6 +26,7 @@ from api.core.events import EventHub
 from api.core.mempool import Mempool, NonceQueue
 from api.core.metrics import NodeMetrics
 from api.core.peers import Peers
+from api.core.trace import trace
 from api.core.wal import ConsensusWal
 from api.p2p.codec import ConsensusBlock, MessageCodec
 from api.p2p.tensorpush import TensorPusher
@@ -293,6 +294,11 @@ class Node:
         self.wal.append(self.codec.encode_record(record))
 
     def flush(self) -> None:
+        if trace.on:
+            trace("fsync")
+            self.wal.flush()
+            trace("fsync_done")
+            return
         if log.isEnabledFor(logging.DEBUG):
             started = time.perf_counter()
             self.wal.flush()
@@ -319,6 +325,7 @@ class Node:
                 self._commit_queue.popleft()
                 continue
             started = time.perf_counter()
+            trace("commit", h=block.height)
             try:
                 result = self.chain.commit(block.block, certificate)
             except MissingTensor as exc:
@@ -332,6 +339,7 @@ class Node:
                 return
             self._commit_queue.popleft()
             elapsed = time.perf_counter() - started
+            trace("commit_done", h=block.height)
             log.debug(
                 "committed %d (%d txs) in %.1f ms",
                 block.height,
@@ -590,6 +598,7 @@ class Node:
             self.metrics.txs_rejected.labels(source=source).inc()
             raise
         if state == "accepted":
+            trace("rest_tx", tx=tx.hash[:12])
             log.debug("tx %s accepted from %s", tx.hash[:8], source)
             self.metrics.txs_accepted.labels(source=source).inc()
             self.peers.gossip_txs([tx.to_dict()])
@@ -647,6 +656,8 @@ class Node:
                 gossip.append(tx.to_dict())
         self.metrics.txs_accepted.labels(source=source).inc(len(events))
         self.metrics.txs_rejected.labels(source=source).inc(rejected)
+        if events and trace.on:
+            trace("admit", src=source, n=len(events), tx=events[0].hash[:12])
         if events and log.isEnabledFor(logging.DEBUG):
             log.debug("%d txs accepted from %s (%s…)", len(events), source, events[0].hash[:8])
         if gossip and source != "gossip":
@@ -664,10 +675,22 @@ class Node:
             await asyncio.sleep(0)
         return results
 
-    async def receive_batch(self, sender: str, body: bytes) -> tuple[int, int]:
-        """A peer's signed batch: its consensus messages step the core now; its gossiped txs
-        are queued for admission (signature checks are the slow part), so the peer's request
-        returns at once and consensus traffic is never stuck behind a flood of txs."""
+    def receive_batch(
+        self, sender: str, body: bytes, *, signed: bool = True
+    ) -> tuple[int, int, Callable[[], None]]:
+        """A peer's batch: checks its form and queues its gossiped txs for admission
+        (signature checks are the slow part); returns the counts of consensus messages and
+        txs received, and `deliver`, which decodes the consensus messages and steps the core.
+
+        The caller answers the peer first and calls `deliver` right after: the answer is an
+        acknowledgement, not a protocol message, and the peer's lane sends nothing else to
+        this node until it has it, so stepping (and fsyncing the votes that follow) inside the
+        request would hold the peer's next message for that long. Persist-before-send is
+        about this node's own outgoing messages, which `deliver` still persists first.
+
+        An unsigned batch (`signed` False: the consensus lane, docs/PROTOCOL.md §8.1) may
+        carry only consensus messages, each signed by its author.
+        """
         try:
             raw = json.loads(body)
             consensus_raw = raw["consensus"]
@@ -678,28 +701,57 @@ class Node:
                 raise EncodingError("consensus and txs must be lists")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise EncodingError(f"malformed p2p batch: {exc}") from exc
+        if txs_raw and not signed:
+            raise EncodingError("a batch carrying txs must be signed by its sender")
+        trace("batch_in", frm=sender[:6], msgs=len(consensus_raw), txs=len(txs_raw))
         self.metrics.p2p_batches.inc()
         self.metrics.p2p_received.labels(kind="consensus").inc(len(consensus_raw))
         self.metrics.p2p_received.labels(kind="tx").inc(len(txs_raw))
         if txs_raw:
             self._inbox.put_nowait(txs_raw)
             self._inbox_txs += len(txs_raw)
+
+        def deliver() -> None:
+            if consensus_raw:
+                self._deliver(sender, consensus_raw, signed)
+
+        return len(consensus_raw), len(txs_raw), deliver
+
+    def _deliver(self, sender: str, consensus_raw: list[Any], signed: bool) -> None:
+        """Decode a peer's consensus messages (dropping malformed ones) and step the core.
+
+        The core verifies every message's signature. In an unsigned batch the node checks
+        them first, with the core's memoised `Verifier` (so the core's check is then a
+        lookup), and drops the rest of the batch at the first bad one: a stranger posting
+        forged messages costs this node one verification per request, as a signed batch would.
+        """
         events: list[Any] = []
+        assert self.replica is not None
+        verifier, chain_id = self.replica.verifier, self.genesis.chain_id
         for item in consensus_raw:
             try:
-                events.append(Received(self.codec.decode_message(item)))
+                msg = self.codec.decode_message(item)
             except LedgerError as exc:
                 log.info("dropping a malformed consensus message from %s: %s", sender[:12], exc)
+                continue
+            if not signed and not self._signed_by_a_validator(verifier, msg, chain_id):
+                log.info("dropping a batch from %s: a message's signature is invalid", sender[:12])
+                break
+            events.append(Received(msg))
         if events and log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "from %s: %s",
                 sender[:6],
                 [(type(e.msg).__name__, getattr(e.msg, "height", None)) for e in events],
             )
-        if events:
-            assert self.driver is not None
+        if events and self.driver is not None:
             self.driver.feed(events)
-        return len(events), len(txs_raw)
+
+    def _signed_by_a_validator(self, verifier: Any, msg: Any, chain_id: str) -> bool:
+        try:
+            return msg.sender in self.urls and bool(verifier.message(msg, chain_id))
+        except (LedgerError, ValueError, TypeError, AttributeError):
+            return False
 
     async def _inbox_loop(self) -> None:
         """Admit gossiped txs, one peer batch at a time, yielding to other work in between."""

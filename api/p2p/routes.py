@@ -7,15 +7,17 @@ open: everything they serve is verifiable on its own (certificates, content hash
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.core.bodies import read_limited
 from api.core.errors import ERROR_RESPONSES, error_response, status_for
 from api.core.node import Node
+from api.core.trace import trace
 from api.deps import NodeDep
 from api.p2p.transport import FROM_HEADER, SIG_HEADER, check_batch_signature
 from ledger.errors import LedgerError
@@ -28,9 +30,9 @@ HASH_PATTERN = r"^[0-9a-f]{64}$"
 
 class BatchOut(BaseModel):
     consensus: int
-    """Consensus messages handed to the core."""
+    """Consensus messages received (decoded and handed to the core after this answer)."""
     txs: int
-    """Gossiped txs newly admitted to the mempool."""
+    """Gossiped txs received (queued for admission)."""
 
 
 class PeerStatusOut(BaseModel):
@@ -61,24 +63,30 @@ class PartitionOut(BaseModel):
     response_model=BatchOut,
     responses={**ERROR_RESPONSES, 401: ERROR_RESPONSES[422], 403: ERROR_RESPONSES[422]},
 )
-async def batch(request: Request, node: NodeDep) -> BatchOut:
+async def batch(request: Request, node: NodeDep, background: BackgroundTasks) -> BatchOut:
     """A signed batch of consensus messages and gossiped txs from another validator."""
-    return await handle_batch(request, node)
+    out, deliver = await handle_batch(request, node)
+    background.add_task(deliver)  # after the answer is sent, as `BatchFastPath` does
+    return out
 
 
-async def handle_batch(request: Request, node: Node) -> BatchOut:
-    """The /p2p/batch logic, shared by the route and `BatchFastPath`."""
+async def handle_batch(request: Request, node: Node) -> tuple[BatchOut, Callable[[], None]]:
+    """The /p2p/batch checks, shared by the route and `BatchFastPath`: the answer, and the
+    `deliver` step to run once it is sent (see `Node.receive_batch`)."""
     sender = request.headers.get(FROM_HEADER, "")
-    signature = request.headers.get(SIG_HEADER, "")
+    signature = request.headers.get(SIG_HEADER)
     if sender not in node.genesis.validator_addresses or sender == node.key.address:
         raise HTTPException(403, "batches are accepted only from the other genesis validators")
     body = await read_limited(request, node.settings.max_body_bytes * 4)
-    if not check_batch_signature(sender, node.genesis.chain_id, body, signature):
+    signed = signature is not None
+    if signature is not None and not check_batch_signature(
+        sender, node.genesis.chain_id, body, signature
+    ):
         raise HTTPException(401, "batch signature is not the sender's")
     if node.peers.isolated:
         raise HTTPException(503, "this node is partitioned away (test admin switch)")
-    consensus, txs = await node.receive_batch(sender, body)
-    return BatchOut(consensus=consensus, txs=txs)
+    consensus, txs, deliver = node.receive_batch(sender, body, signed=signed)
+    return BatchOut(consensus=consensus, txs=txs), deliver
 
 
 class BatchFastPath:
@@ -101,10 +109,12 @@ class BatchFastPath:
         ):
             await self.app(scope, receive, send)
             return
+        trace("http_in", path="batch")
         request = Request(scope, receive)
         response: Response
+        deliver: Callable[[], None] | None = None
         try:
-            out = await handle_batch(request, self.node)
+            out, deliver = await handle_batch(request, self.node)
             response = Response(out.model_dump_json(), media_type="application/json")
         except HTTPException as exc:
             response = error_response(exc.status_code, str(exc.detail), "http")
@@ -113,6 +123,9 @@ class BatchFastPath:
                 status_for(exc), str(exc) or type(exc).__name__, type(exc).__name__
             )
         await response(scope, receive, send)
+        trace("http_out", path="batch")
+        if deliver is not None:
+            deliver()
 
 
 @router.get("/status", response_model=PeerStatusOut)

@@ -13,6 +13,7 @@ Batch wire format (see docs/PROTOCOL.md §8)::
     POST /p2p/batch
     X-Layerchain-From: <sender address>
     X-Layerchain-Signature: sign("p2p-batch", chain_id, {"body_sha256": SHA-256(body)})
+                            (only on a batch of txs; consensus messages are signed one by one)
     body: {"from": <addr>, "to": <addr>, "consensus": [<msg>, ...], "txs": [<tx>, ...]}
 """
 
@@ -28,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from api.core.trace import trace
 from api.p2p.rawhttp import RawHttpClient
 from ledger.encoding import sha256_hex
 from ledger.identity import Keypair, verify
@@ -98,12 +100,13 @@ class _Lane:
             items = self.take()
             consensus, txs = (items, []) if self.kind == "consensus" else ([], items)
             body = link.body(consensus, txs)
-            headers = {
-                FROM_HEADER: link.key.address,
-                SIG_HEADER: batch_signature(link.key, link.chain_id, body),
-                "Content-Type": "application/json",
-            }
+            headers = {FROM_HEADER: link.key.address, "Content-Type": "application/json"}
+            if txs:
+                # Consensus messages carry their own signatures (checked by the receiver),
+                # so only a batch of txs is signed as a whole (see docs/PROTOCOL.md §8.1).
+                headers[SIG_HEADER] = batch_signature(link.key, link.chain_id, body)
             started = loop.time()
+            trace("post", to=link.address[:6], lane=self.kind, n=len(items))
             down = False
             try:
                 response = await self.client.post("/p2p/batch", content=body, headers=headers)
@@ -114,6 +117,7 @@ class _Lane:
                 ok = False
                 down = isinstance(exc, httpx.ConnectError)
                 log.debug("peer %s unreachable: %s", link.url, exc)
+            trace("post_done", to=link.address[:6], lane=self.kind)
             if link.on_sent is not None:
                 link.on_sent(link.address, len(items), loop.time() - started)
             if ok:

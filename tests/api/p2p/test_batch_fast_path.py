@@ -15,6 +15,7 @@ from api.core.node import Node
 from api.main import create_app
 from api.p2p.transport import FROM_HEADER, SIG_HEADER, batch_signature
 from api.testing import free_ports
+from ledger.consensus.messages import Prepare, sign_message
 from ledger.identity import Keypair
 
 
@@ -70,3 +71,40 @@ def test_other_routes_still_reach_fastapi(two_validators) -> None:
     client, node, _ = two_validators
     assert client.get("/p2p/status").json()["height"] == node.chain.height
     assert client.get("/p2p/batch").status_code == 405  # only POST takes the fast path
+
+
+def _consensus_batch(node: Node, peer: Keypair, messages: list) -> bytes:
+    return json.dumps(
+        {"from": peer.address, "to": node.key.address, "consensus": messages, "txs": []}
+    ).encode()
+
+
+def _prepare(node: Node, key: Keypair) -> dict:
+    msg = sign_message(key, node.genesis.chain_id, Prepare, view=0, height=1, block_hash="ab" * 32)
+    return node.codec.encode_message(msg)
+
+
+def test_an_unsigned_batch_carries_consensus_messages_only(two_validators) -> None:
+    client, node, peer = two_validators
+    headers = {FROM_HEADER: peer.address}
+    stepped: list = []
+    assert node.driver is not None
+    feed = node.driver.feed
+    node.driver.feed = lambda events: (stepped.extend(events), feed(events))  # type: ignore
+    good = client.post(
+        "/p2p/batch", content=_consensus_batch(node, peer, [_prepare(node, peer)]), headers=headers
+    )
+    assert good.status_code == 200 and good.json() == {"consensus": 1, "txs": 0}
+    assert [type(e.msg).__name__ for e in stepped] == ["Prepare"]
+    # A forged message (signed by a stranger, claiming to be the peer) stops the batch there.
+    forged = _prepare(node, Keypair.generate())
+    forged["sender"] = peer.address
+    stepped.clear()
+    body = _consensus_batch(node, peer, [forged, _prepare(node, peer)])
+    assert client.post("/p2p/batch", content=body, headers=headers).status_code == 200
+    assert stepped == []
+    with_txs = json.dumps(
+        {"from": peer.address, "to": node.key.address, "consensus": [], "txs": [{"x": 1}]}
+    ).encode()
+    refused = client.post("/p2p/batch", content=with_txs, headers=headers)
+    assert refused.status_code == 400 and "must be signed" in refused.json()["detail"]
