@@ -65,6 +65,13 @@ class Settings(BaseSettings):
         ),
     )
     p2p_batch_max: int = Field(default=2000, ge=1, description="Most items in one p2p POST.")
+    p2p_stream: bool = Field(
+        default=True,
+        description=(
+            "Send to peers over one long-lived chunked POST /p2p/stream per lane (false: one "
+            "POST /p2p/batch per batch, as older nodes do)."
+        ),
+    )
     p2p_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one p2p request.")
     sync_interval_s: float = Field(
         default=1.0, gt=0, description="How often a node compares its height with its peers'."

@@ -115,7 +115,12 @@ class Node:
         self.events = EventHub()
         self.mempool = Mempool(settings.mempool_limit)
         self.peers = Peers(
-            self.genesis, self.key, self.metrics, settings.p2p_batch_max, settings.p2p_timeout_s
+            self.genesis,
+            self.key,
+            self.metrics,
+            settings.p2p_batch_max,
+            settings.p2p_timeout_s,
+            stream=settings.p2p_stream,
         )
         self.urls = {v.address: v.url for v in self.genesis.validators}
         self.tensor_pusher = TensorPusher(self)

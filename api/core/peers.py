@@ -15,7 +15,14 @@ class Peers:
     """One `PeerLink` per other validator of the genesis set."""
 
     def __init__(
-        self, genesis: Genesis, key: Keypair, metrics: NodeMetrics, batch_max: int, timeout_s: float
+        self,
+        genesis: Genesis,
+        key: Keypair,
+        metrics: NodeMetrics,
+        batch_max: int,
+        timeout_s: float,
+        *,
+        stream: bool = False,
     ) -> None:
         self.metrics = metrics
         self.isolated = False
@@ -32,6 +39,7 @@ class Peers:
                 batch_max=batch_max,
                 timeout_s=timeout_s,
                 on_sent=self._sent,
+                stream=stream,
             )
 
     def _sent(self, peer: str, items: int, seconds: float) -> None:

@@ -1,16 +1,19 @@
-"""Outbound peer-to-peer: one kept-alive connection pair and batching senders per peer.
+"""Outbound peer-to-peer: two lanes per peer, each a queue, a sender task and a connection.
 
-Consensus messages and gossiped txs are queued per peer in two lanes (each its own kept-alive
-connection, spoken to by the lean `api.p2p.rawhttp` client, and its own sender task, so votes
-never wait behind a bulk of txs); a lane's task drains its queue into one signed POST /p2p/batch
-(up to `batch_max` items), so under load many messages share one request and one signature.
-Delivery is best effort: PBFT tolerates lost messages (timers, retransmission
-by view change, state transfer), so a batch that cannot be delivered is dropped, the peer is
-backed off, and the queue is bounded (oldest dropped first) so a dead peer cannot exhaust memory.
+Consensus messages and gossiped txs are queued per peer in two lanes (so votes never wait
+behind a bulk of txs). A lane's task drains its queue (up to `batch_max` items) into one JSON
+batch and either writes it as a frame into the lane's long-lived `POST /p2p/stream`
+(`api.p2p.stream`, `api.p2p.streamclient`: no request, routing or answer per batch) or, when
+streaming is off or the peer refuses streams (an older node), POSTs it to /p2p/batch through
+the lean `api.p2p.rawhttp` client and waits for the answer. Delivery is best effort: PBFT
+tolerates lost messages (timers, retransmission by view change, state transfer), so a batch
+that cannot be delivered is dropped, a broken stream is reopened with backoff, a peer that
+refuses connections is backed off with its queue cleared, and the queue is bounded (oldest
+dropped first) so a dead peer cannot exhaust memory.
 
 Batch wire format (see docs/PROTOCOL.md §8)::
 
-    POST /p2p/batch
+    POST /p2p/batch                         (or one frame of POST /p2p/stream)
     X-Layerchain-From: <sender address>
     X-Layerchain-Signature: sign("p2p-batch", chain_id, {"body_sha256": SHA-256(body)})
                             (only on a batch of txs; consensus messages are signed one by one)
@@ -26,11 +29,14 @@ import socket
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
 from api.core.trace import trace
 from api.p2p.rawhttp import RawHttpClient
+from api.p2p.stream import OPENING_HEADER, STREAM_PATH, encode_frame, sign_opening
+from api.p2p.streamclient import PeerStream, StreamRefused
 from ledger.encoding import sha256_hex
 from ledger.identity import Keypair, verify
 
@@ -40,6 +46,10 @@ BATCH_KIND = "p2p-batch"
 FROM_HEADER = "X-Layerchain-From"
 SIG_HEADER = "X-Layerchain-Signature"
 QUEUE_LIMIT = 200_000
+BACKOFF_MIN_S = 0.05
+BACKOFF_MAX_S = 1.0
+#: How long a lane sends batches to a peer that refused a stream before trying again.
+FALLBACK_S = 30.0
 
 
 def nodelay_transport(max_connections: int = 10) -> httpx.AsyncHTTPTransport:
@@ -74,10 +84,18 @@ class _Lane:
         self.kind = kind
         self.queue: deque[Any] = deque()
         self.wake = asyncio.Event()
+        self.timeout_s = timeout_s
         self.client: RawHttpClient | httpx.AsyncClient = RawHttpClient(
             link.url, timeout_s, connect_timeout_s=min(timeout_s, 1.0)
         )
         self.task: asyncio.Task[None] | None = None
+        self.stream: PeerStream | None = None
+        """The open stream (None: not open yet, broken, or the lane sends batches)."""
+        self.batch_until = 0.0
+        """Loop time until which the lane sends batches (the peer refused a stream)."""
+        self.opened = 0
+        """Streams opened so far (tests, diagnostics)."""
+        self.opened_at = 0.0
 
     def push(self, item: Any) -> None:
         if len(self.queue) >= QUEUE_LIMIT:
@@ -90,38 +108,49 @@ class _Lane:
         return [self.queue.popleft() for _ in range(min(self.link.batch_max, len(self.queue)))]
 
     async def run(self) -> None:
-        backoff = 0.05
+        backoff = BACKOFF_MIN_S
         link = self.link
         loop = asyncio.get_running_loop()
         while True:
+            if self.stream is not None and self.stream.broken:
+                lived = loop.time() - self.opened_at
+                await self._drop_stream()
+                if lived < 1.0:  # a peer ending every stream at once: do not spin
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+            if self.stream is None and link.stream and loop.time() >= self.batch_until:
+                # Open eagerly (not on the first message), so a message does not wait for it.
+                if not await self._open_stream():
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX_S)
+                    continue
             if not self.queue:
                 self.wake.clear()
                 await self.wake.wait()
+                if self.stream is not None and self.stream.broken:
+                    continue  # woken by the stream breaking: open a new one first
             items = self.take()
             consensus, txs = (items, []) if self.kind == "consensus" else ([], items)
             body = link.body(consensus, txs)
-            headers = {FROM_HEADER: link.key.address, "Content-Type": "application/json"}
-            if txs:
-                # Consensus messages carry their own signatures (checked by the receiver),
-                # so only a batch of txs is signed as a whole (see docs/PROTOCOL.md §8.1).
-                headers[SIG_HEADER] = batch_signature(link.key, link.chain_id, body)
+            # Consensus messages carry their own signatures (checked by the receiver), so only
+            # a batch of txs is signed as a whole (see docs/PROTOCOL.md §8.1).
+            signature = batch_signature(link.key, link.chain_id, body) if txs else None
             started = loop.time()
-            trace("post", to=link.address[:6], lane=self.kind, n=len(items))
             down = False
-            try:
-                response = await self.client.post("/p2p/batch", content=body, headers=headers)
-                ok = response.status_code < 300
-                if not ok:
-                    log.warning("peer %s refused a batch: %s", link.url, response.text[:200])
-            except httpx.TransportError as exc:
-                ok = False
-                down = isinstance(exc, httpx.ConnectError)
-                log.debug("peer %s unreachable: %s", link.url, exc)
-            trace("post_done", to=link.address[:6], lane=self.kind)
+            if self.stream is not None:
+                trace("frame", to=link.address[:6], lane=self.kind, n=len(items))
+                try:
+                    await self.stream.send(encode_frame(body, signature))
+                    ok = True
+                except httpx.TransportError as exc:
+                    ok = False
+                    log.debug("stream to %s broke: %s", link.url, exc)
+            else:
+                ok, down = await self._post(body, signature, len(items))
             if link.on_sent is not None:
                 link.on_sent(link.address, len(items), loop.time() - started)
             if ok:
-                link.up, backoff = True, 0.05
+                link.up, backoff = True, BACKOFF_MIN_S
                 continue
             # The batch is lost (PBFT recovers lost messages by retransmission and view change).
             link.dropped += len(items)
@@ -131,8 +160,80 @@ class _Lane:
                 # arrival, so it goes too; wait before trying again.
                 link.dropped += len(self.queue)
                 self.queue.clear()
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+            await asyncio.sleep(backoff if down or self.stream is not None else 0)
+            if down or self.stream is not None:
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+
+    async def _post(self, body: bytes, signature: str | None, n: int) -> tuple[bool, bool]:
+        """One POST /p2p/batch: (delivered, peer down)."""
+        link = self.link
+        headers = {FROM_HEADER: link.key.address, "Content-Type": "application/json"}
+        if signature is not None:
+            headers[SIG_HEADER] = signature
+        trace("post", to=link.address[:6], lane=self.kind, n=n)
+        try:
+            response = await self.client.post("/p2p/batch", content=body, headers=headers)
+        except httpx.TransportError as exc:
+            log.debug("peer %s unreachable: %s", link.url, exc)
+            return False, isinstance(exc, httpx.ConnectError)
+        finally:
+            trace("post_done", to=link.address[:6], lane=self.kind)
+        if response.status_code >= 300:
+            log.warning("peer %s refused a batch: %s", link.url, response.text[:200])
+            return False, False
+        return True, False
+
+    async def _open_stream(self) -> bool:
+        """Open the lane's stream; False (and the reason logged) when that failed.
+
+        A peer without /p2p/stream (404/405: an older node) or refusing this node's opening
+        (401/403) is sent batches instead for `FALLBACK_S` before the next try.
+        """
+        link = self.link
+        opening, signature = sign_opening(link.key, link.chain_id, link.address)
+        headers = {
+            FROM_HEADER: link.key.address,
+            OPENING_HEADER: opening,
+            SIG_HEADER: signature,
+            "Content-Type": "application/octet-stream",
+        }
+        stream = PeerStream(link.host, link.port, link.netloc, self.timeout_s)
+        try:
+            await stream.open(STREAM_PATH, headers, on_break=self.wake.set)
+        except StreamRefused as exc:
+            if exc.status in (401, 403, 404, 405):
+                log.warning(
+                    "peer %s refused a stream (%s); sending it batches for %d s",
+                    link.url,
+                    exc,
+                    FALLBACK_S,
+                )
+                self.batch_until = asyncio.get_running_loop().time() + FALLBACK_S
+                return True
+            log.debug("peer %s refused a stream for now: %s", link.url, exc)
+        except httpx.TransportError as exc:
+            log.debug("cannot open a stream to %s: %s", link.url, exc)
+            link.up = not isinstance(exc, httpx.ConnectError)
+        else:
+            self.stream = stream
+            self.opened += 1
+            self.opened_at = asyncio.get_running_loop().time()
+            link.up = True
+            return True
+        # What is queued would be stale when the peer takes a stream again (as a refused
+        # POST /p2p/batch loses its batch).
+        link.dropped += len(self.queue)
+        self.queue.clear()
+        return False
+
+    async def _drop_stream(self) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            await stream.aclose()
+
+    async def aclose(self) -> None:
+        await self._drop_stream()
+        await self.client.aclose()
 
 
 class PeerLink:
@@ -152,9 +253,14 @@ class PeerLink:
         batch_max: int,
         timeout_s: float,
         on_sent: Callable[[str, int, float], None] | None = None,
+        stream: bool = False,
     ) -> None:
         self.address = address
         self.url = url.rstrip("/")
+        parts = urlsplit(self.url)
+        self.host, self.port, self.netloc = parts.hostname or "", parts.port or 80, parts.netloc
+        self.stream = stream
+        """Send over one long-lived POST /p2p/stream per lane (else one POST per batch)."""
         self.key = key
         self.chain_id = chain_id
         self.batch_max = batch_max
@@ -180,7 +286,7 @@ class PeerLink:
                     await lane.task
                 except (asyncio.CancelledError, Exception):
                     pass
-            await lane.client.aclose()
+            await lane.aclose()
 
     def send_consensus(self, message: Any) -> None:
         self.consensus.push(message)
