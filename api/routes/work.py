@@ -1,23 +1,50 @@
 """Work queues for miners and drivers, answered from the in-memory state with long-poll.
 
-- `GET /work?miner=ADDR&wait=S`: what this miner can do now: jobs open for commitment that it has
-  not committed to, and jobs in their reveal phase awaiting its reveal. One request per block
-  instead of a scan of `/jobs` (which keeps listing jobs the miner already committed to).
+- `GET /work?miner=ADDR&wait=S&limit=N`: what this miner should do now: open jobs assigned to it
+  (then jobs it may steal), and jobs in their reveal phase awaiting its reveal. `limit=0` asks for
+  reveals only (a miner whose workers and backlog are full).
+- `GET /work/tensors?hash=H&hash=H...`: several tensors in one answer (a job's inputs), framed
+  as `<4-byte big-endian length><tensor wire bytes>` each, in the order asked. One request per
+  job instead of one per input: under load every request to a node costs more than the transfer.
+  The client checks each against its hash, as for `GET /tensors/{hash}`.
 - `POST /work/results?wait=S {"jobs": [...]}`: the status and outputs of many jobs, returned
   once all of them are final (or on timeout). The driver waits for a whole training step with it.
 
-Added by the miner/driver work (issue 6); served from `node.chain.state`, never the SQL projection,
-so it costs nothing per open job beyond a dict lookup.
+**Assignment.** Miners do not announce what they compute until they commit, so miners that pick
+jobs independently race: with 16 miners each r = 2 job was computed ~3 times. Instead each open
+job is assigned, by rendezvous (highest-random-weight) hashing, to the `r` miners with the highest
+`H(job, miner)` among the miners this node saw recently (its own pollers, the senders of pending
+results, which gossip brings from every node, and the committers of live jobs). Every node ranks
+the same miners the same way, so a miner's list is the same whichever node it asks; adding or
+removing a miner moves only the jobs it gains or loses. A miner works through its assigned jobs
+oldest first (FIFO). A job counts as taken once `r` commitments are committed or pending; a
+commitment pending from a non-assigned miner (a thief) takes the slot of the lowest-ranked
+assigned miner.
+
+**Stealing.** Hashing balances load only on average, so a miner whose own queue is shorter than
+its `limit` is also offered jobs it may steal: jobs that every assigned miner still lacking a
+commitment has at least `its limit` jobs ahead of in its queue — it cannot have started them, and
+will drop them when the thief's commitment appears. Newest first (last in the FIFO queues).
+A job that has sat within reach of its owners for `STALE_S` without them committing is stealable
+too: an owner that died, skips the job (another kernel version) or never commits (a copier) must
+not hold it until the commit deadline.
+
+The index (assignment, queues, reveals) is built once per block per node (and when the set of
+miners changes); a request costs a filter over the asking miner's own queue.
+
+Added by the miner/driver work (issue 6); served from `node.chain.state`, never the SQL projection.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
+import weakref
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import BaseModel
 
 from api.core.bodies import read_json
@@ -25,19 +52,31 @@ from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
 from api.routes.jobs import JobOut, job_out
 from ledger.state import FINAL_STATUSES, OPEN, REVEALING, Job
-from ledger.transactions import COMMIT_RESULT, SUBMIT_RESULT
+from ledger.transactions import COMMIT_RESULT, REVEAL_RESULT, SUBMIT_RESULT
 
 router = APIRouter(prefix="/work", tags=["work"])
 
 ADDRESS = r"^[0-9a-f]{64}$"
 MAX_RESULT_JOBS = 5000
+#: Most tensors in one `GET /work/tensors` (a job has a handful of inputs).
+MAX_TENSORS = 64
+#: A miner counts as active while it long-polls this node, and this long after this node last
+#: saw it (an answer, or a result of it pending): a dead miner's jobs move to others this soon.
+ACTIVE_S = 10.0
+#: Depth assumed for a miner that never told this node its limit.
+DEFAULT_DEPTH = 4
+#: Steal candidates examined per request (newest first).
+STEAL_SCAN = 64
+#: A job within reach of its owners (they may be computing it) for this long is stealable anyway.
+STALE_S = 1.0
 
 
 class WorkOut(BaseModel):
     height: int
     """Chain height the answer reflects."""
     commit: list[JobOut]
-    """Open jobs this miner has not committed to (or, for replication 1, not submitted)."""
+    """Open jobs for this miner, in the order to compute them: its assigned jobs oldest first,
+    then jobs it may steal."""
     reveal: list[str]
     """Ids of jobs in their reveal phase where this miner committed and has not revealed."""
 
@@ -59,8 +98,97 @@ class ResultsOut(BaseModel):
     jobs: list[ResultStatus]
 
 
+# ----------------------------------------------------------------------------- assignment
+
+
+def rank_miners(job_id: str, miners: frozenset[str]) -> tuple[str, ...]:
+    """Miners in rendezvous order for a job: highest `sha256(job || miner)` first."""
+    job = bytes.fromhex(job_id)
+    return tuple(
+        sorted(miners, key=lambda m: hashlib.sha256(job + bytes.fromhex(m)).digest(), reverse=True)
+    )
+
+
+@dataclass
+class _Pending:
+    """Results waiting in this node's pending set."""
+
+    per_job: Counter[str] = field(default_factory=Counter)
+    """Pending commitments and submissions per job."""
+    senders: dict[str, set[str]] = field(default_factory=dict)
+    """job -> miners with a pending commitment or submission."""
+    reveals: set[tuple[str, str]] = field(default_factory=set)
+    """(job, miner) with a pending reveal."""
+
+
+@dataclass
+class _Index:
+    """One node's view of the open jobs at one height (see the module docstring)."""
+
+    height: int
+    built_at: float
+    miners: frozenset[str]
+    assigned: dict[str, tuple[str, ...]]
+    """job -> miners assigned to its remaining slots (best rank first), committed ones excluded."""
+    queue: dict[str, list[Job]]
+    """miner -> its assigned open jobs, oldest first."""
+    position: dict[tuple[str, str], int]
+    """(job, miner) -> how many assigned jobs the miner has ahead of this one."""
+    newest_first: list[Job]
+    stale: list[Job]
+    """Open jobs within their owners' reach for over STALE_S, oldest first."""
+    reveal: dict[str, list[str]]
+    """miner -> jobs awaiting its reveal."""
+
+
+@dataclass
+class _Book:
+    """Per-node memory across requests: miners seen, rankings (kept while the set is the same)."""
+
+    seen: dict[str, float] = field(default_factory=dict)
+    polling: Counter[str] = field(default_factory=Counter)
+    """miner -> its long-polls in flight on this node."""
+    depth: dict[str, int] = field(default_factory=dict)
+    """miner -> the commit limit of its last request (how far ahead its backlog reaches)."""
+    ranks: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ranks_for: frozenset[str] = frozenset()
+    index: _Index | None = None
+    pending: _Pending = field(default_factory=_Pending)
+    pending_at: float = -1.0
+    reachable_since: dict[str, float] = field(default_factory=dict)
+    """job -> when it came within reach of all its owners (for STALE_S)."""
+
+    def see(self, miner: str, now: float) -> None:
+        self.seen[miner] = now
+
+    def active(self, now: float, committers: set[str]) -> frozenset[str]:
+        for miner in [m for m, t in self.seen.items() if now - t > ACTIVE_S]:
+            if not self.polling[miner]:
+                del self.seen[miner]
+        return frozenset(self.seen) | frozenset(committers)
+
+    def ranking(self, job_id: str, miners: frozenset[str]) -> tuple[str, ...]:
+        if miners != self.ranks_for:
+            self.ranks, self.ranks_for = {}, miners
+        ranked = self.ranks.get(job_id)
+        if ranked is None:
+            ranked = self.ranks[job_id] = rank_miners(job_id, miners)
+        return ranked
+
+
+_books: weakref.WeakKeyDictionary[Any, _Book] = weakref.WeakKeyDictionary()
+
+
+def _book(node: Any) -> _Book:
+    book = _books.get(node)
+    if book is None:
+        book = _books[node] = _Book()
+    return book
+
+
 def _live_jobs(node: NodeDep) -> list[Job]:
-    """Open and revealing jobs: the schedule indexes every one by its pending deadline."""
+    """Open and revealing jobs (the schedule indexes every one by its pending deadline), oldest
+    first."""
     state = node.chain.state
     seen: set[str] = set()
     out: list[Job] = []
@@ -75,46 +203,147 @@ def _live_jobs(node: NodeDep) -> list[Job]:
     return out
 
 
-def _pending_results(node: NodeDep) -> tuple[Counter[str], set[tuple[str, str]]]:
-    """Commitments and submissions waiting in this node's pending set: per job, and (job, miner).
-
-    A job whose committed plus pending commitments already reach its replication is not offered:
-    another miner computing it would only lose the race to the commit phase's close.
-    """
-    per_job: Counter[str] = Counter()
-    mine: set[tuple[str, str]] = set()
+def _pending(node: NodeDep, book: _Book, now: float) -> _Pending:
+    """Scan the replica's pending txs (at most once per millisecond); note their senders."""
+    if now - book.pending_at < 0.001:
+        return book.pending
+    found = _Pending()
     replica = node.replica
-    if replica is None:
-        return per_job, mine
-    for tx in list(replica.pending.values()):
-        if getattr(tx, "type", None) in (COMMIT_RESULT, SUBMIT_RESULT):
-            job_id = tx.body["job_id"]
-            per_job[job_id] += 1
-            mine.add((job_id, tx.sender))
-    return per_job, mine
+    if replica is not None:
+        for tx in list(replica.pending.values()):
+            kind = getattr(tx, "type", None)
+            if kind in (COMMIT_RESULT, SUBMIT_RESULT):
+                job_id = tx.body["job_id"]
+                found.per_job[job_id] += 1
+                found.senders.setdefault(job_id, set()).add(tx.sender)
+            elif kind == REVEAL_RESULT:
+                found.reveals.add((tx.body["job_id"], tx.sender))
+            else:
+                continue
+            if tx.sender not in book.seen:
+                book.index = None  # a new miner: rank again
+            book.see(tx.sender, now)
+    book.pending, book.pending_at = found, now
+    return found
 
 
-def _work_for(node: NodeDep, miner: str, limit: int) -> tuple[list[Job], list[str]]:
-    commit: list[Job] = []
-    reveal: list[str] = []
-    pending, mine = _pending_results(node)
-    for job in _live_jobs(node):
-        if job.status == OPEN and miner not in job.commits and miner not in job.reveals:
-            taken = len(job.commits) + pending[job.id] >= job.replication
-            if not taken and (job.id, miner) not in mine:
-                commit.append(job)
-        elif job.status == REVEALING and miner in job.commits and miner not in job.reveals:
-            reveal.append(job.id)
-    # Spread miners over the open jobs: fewest commitments first, then an order of this miner's
-    # own (a hash of miner and job), so each miner's short list differs from the others'.
-    me = bytes.fromhex(miner)
-    commit.sort(
-        key=lambda j: (
-            len(j.commits) + pending[j.id],
-            hashlib.sha256(me + bytes.fromhex(j.id)).digest(),
+def _build(node: NodeDep, book: _Book, now: float) -> _Index:
+    live = _live_jobs(node)
+    committers = {m for job in live if job.status == OPEN for m in job.commits}
+    miners = book.active(now, committers)
+    assigned: dict[str, tuple[str, ...]] = {}
+    queue: dict[str, list[Job]] = {}
+    position: dict[tuple[str, str], int] = {}
+    reveal: dict[str, list[str]] = {}
+    opened: list[Job] = []
+    for job in live:
+        if job.status == REVEALING:
+            for miner in job.commits:
+                if miner not in job.reveals:
+                    reveal.setdefault(miner, []).append(job.id)
+            continue
+        opened.append(job)
+        slots = job.replication - len(job.commits)
+        if slots <= 0:
+            continue
+        ranked = book.ranking(job.id, miners)
+        chosen = tuple(m for m in ranked if m not in job.commits and m not in job.reveals)[:slots]
+        assigned[job.id] = chosen
+        for miner in chosen:
+            mine = queue.setdefault(miner, [])
+            position[(job.id, miner)] = len(mine)
+            mine.append(job)
+    stale: list[Job] = []
+    since: dict[str, float] = {}
+    for job in opened:
+        owners = assigned.get(job.id, ())
+        if owners and all(position[(job.id, m)] < book.depth.get(m, DEFAULT_DEPTH) for m in owners):
+            since[job.id] = book.reachable_since.get(job.id, now)
+            if now - since[job.id] > STALE_S:
+                stale.append(job)
+    book.reachable_since = since
+    opened.reverse()
+    return _Index(node.chain.height, now, miners, assigned, queue, position, opened, stale, reveal)
+
+
+def _index(node: NodeDep, book: _Book, now: float) -> _Index:
+    index = book.index
+    if index is None or index.height != node.chain.height or now - index.built_at > STALE_S / 2:
+        index = book.index = _build(node, book, now)
+    return index
+
+
+def _takes(job: Job, miner: str, assigned: tuple[str, ...], pending: _Pending) -> bool:
+    """Is `miner` still one of the assigned miners for a free slot, given pending results?"""
+    others = pending.senders.get(job.id, set())
+    if miner in others:
+        return False
+    free = job.replication - len(job.commits) - len(others)
+    if free <= 0:
+        return False
+    thieves = sum(1 for m in others if m not in assigned)
+    keep = [m for m in assigned if m not in others][: max(0, len(assigned) - thieves)]
+    return miner in keep[:free]
+
+
+def _stealable(
+    job: Job, miner: str, index: _Index, pending: _Pending, book: _Book, stale: bool = False
+) -> bool:
+    assigned = index.assigned.get(job.id, ())
+    if miner in assigned or miner in job.commits or miner in job.reveals:
+        return False
+    others = pending.senders.get(job.id, set())
+    if miner in others or len(job.commits) + len(others) >= job.replication:
+        return False
+    if stale:
+        return True
+    for owner in assigned:
+        if owner in others:
+            continue
+        ahead = index.position.get((job.id, owner), 0)
+        if ahead < book.depth.get(owner, DEFAULT_DEPTH):
+            return False  # the owner may already be computing it
+    return True
+
+
+def _work_for(node: NodeDep, miner: str, limit: int) -> tuple[list[Job], list[str], bool]:
+    """(open jobs for the miner, jobs awaiting its reveal, whether a stale job is offered)."""
+    now = time.monotonic()
+    book = _book(node)
+    if miner not in book.seen:
+        book.index = None
+    book.see(miner, now)
+    if limit > 0:
+        book.depth[miner] = limit
+    pending = _pending(node, book, now)
+    index = _index(node, book, now)
+    reveal = [j for j in index.reveal.get(miner, []) if (j, miner) not in pending.reveals]
+    if limit == 0:
+        return [], reveal, False
+    commit = [
+        job
+        for job in index.queue.get(miner, [])
+        if _takes(job, miner, index.assigned[job.id], pending)
+    ][:limit]
+    if len(commit) < limit:
+        me = bytes.fromhex(miner)
+        stale = [
+            job for job in index.stale if _stealable(job, miner, index, pending, book, stale=True)
+        ][:limit]
+        taken = {job.id for job in stale}
+        deep = [
+            job
+            for job in index.newest_first[:STEAL_SCAN]
+            if job.id not in taken and _stealable(job, miner, index, pending, book)
+        ]
+        # Thieves spread over the newest candidates in an order of their own.
+        deep.sort(
+            key=lambda j: (-(j.open_height or 0), hashlib.sha256(me + bytes.fromhex(j.id)).digest())
         )
-    )
-    return commit[:limit], reveal
+        room = limit - len(commit)
+        commit += (stale + deep)[:room]
+        return commit, reveal, bool(stale) and room > 0
+    return commit, reveal, False
 
 
 async def _wait_block(node: NodeDep, height: int, deadline: float) -> bool:
@@ -131,13 +360,15 @@ async def _wait_block(node: NodeDep, height: int, deadline: float) -> bool:
 async def get_work(
     node: NodeDep,
     miner: str = Query(pattern=ADDRESS, description="The miner's address."),
-    limit: int = Query(64, ge=1, le=1000, description="Most open jobs to return."),
+    limit: int = Query(
+        64, ge=0, le=1000, description="Most open jobs to return; 0 asks for reveals only."
+    ),
     wait: float = Query(0, ge=0, le=3600, description="Long-poll: wait this long for work."),
     since: int = Query(
         -1, ge=-1, description="Answer only once the chain is above this height (or on timeout)."
     ),
 ) -> WorkOut:
-    """Jobs this miner can commit to or must reveal; with `wait`, returns as soon as there are.
+    """Jobs this miner should commit to or must reveal; with `wait`, returns once there are.
 
     A miner passes the `height` of its previous answer as `since`, so jobs it is still computing
     are listed again at most once per block instead of in a busy loop.
@@ -145,19 +376,59 @@ async def get_work(
     deadline = time.monotonic() + min(wait, node.settings.long_poll_max_s)
     commit: list[Job] = []
     reveal: list[str] = []
-    while True:
-        height = node.chain.height
-        if height > since:
-            commit, reveal = _work_for(node, miner, limit)
-            if commit or reveal:
+    book = _book(node)
+    book.polling[miner] += 1
+    waited = False
+    try:
+        while True:
+            height = node.chain.height
+            if height > since:
+                commit, reveal, _ = _work_for(node, miner, limit)
+                if commit or reveal:
+                    break
+            elif waited:  # no block since the last answer: only a job gone stale is news
+                commit, reveal, stale = _work_for(node, miner, limit)
+                if stale:
+                    break
+            if not await _wait_block(node, height, deadline):
                 break
-        if not await _wait_block(node, height, deadline):
-            break
+            waited = True
+    finally:
+        book.polling[miner] -= 1
+        if not book.polling[miner]:
+            del book.polling[miner]
+        book.see(miner, time.monotonic())
     return WorkOut(
         height=node.chain.height,
         commit=[JobOut(**job_out(node, job)) for job in commit],
         reveal=reveal,
     )
+
+
+@router.get(
+    "/tensors",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+        **ERROR_RESPONSES,
+    },
+)
+async def get_tensors(
+    node: NodeDep,
+    hash: list[str] = Query(description="Tensor hashes (repeat the parameter)."),  # noqa: B008
+) -> Response:
+    """Several tensors in one answer: `<u32 big-endian length><wire bytes>` each, in order."""
+    if not 1 <= len(hash) <= MAX_TENSORS:
+        raise HTTPException(422, f"ask for 1 to {MAX_TENSORS} tensors, not {len(hash)}")
+    frames: list[bytes] = []
+    for tensor_hash in hash:
+        if len(tensor_hash) != 64 or not all(c in "0123456789abcdef" for c in tensor_hash):
+            raise HTTPException(422, f"{tensor_hash[:80]!r} is not a tensor hash")
+        blob = node.tensor_bytes(tensor_hash)
+        if blob is None:
+            raise HTTPException(404, f"tensor {tensor_hash} is not stored on this node")
+        frames += [len(blob).to_bytes(4, "big"), blob]
+    return Response(b"".join(frames), media_type="application/octet-stream")
 
 
 def _result(node: NodeDep, job_id: str) -> dict[str, Any]:

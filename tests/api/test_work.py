@@ -1,0 +1,160 @@
+"""`GET /work`: open jobs assigned to r of the active miners by rendezvous hashing, stealing from
+deep queues, reveals-only polls; `GET /work/tensors`: several tensors in one framed answer."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+from fastapi.testclient import TestClient
+
+from api.core.node import Node
+from api.routes.work import STALE_S, _Pending, _takes, rank_miners
+from ledger import kernels
+from ledger.identity import Keypair
+from ledger.tensor import Tensor
+from ledger.transactions import POST_JOB, post_job_body, sign_tx, tensor_input
+
+MINERS = [Keypair.generate().address for _ in range(3)]
+
+
+def _post_jobs(client: TestClient, node: Node, key: Keypair, count: int) -> list[str]:
+    ids = []
+    for i in range(count):
+        rng = np.random.default_rng(i)
+        inputs = [
+            Tensor(rng.integers(-4096, 4096, size=(2, 3), dtype=np.int64), 12),
+            Tensor(rng.integers(-4096, 4096, size=(3, 2), dtype=np.int64), 12),
+            Tensor(rng.integers(-4096, 4096, size=(2,), dtype=np.int64), 12),
+        ]
+        for t in inputs:
+            assert client.put("/api/v1/tensors", content=t.to_bytes()).status_code == 201
+        body = post_job_body(
+            op="dense_forward",
+            kernel_version=kernels.KERNEL_VERSION,
+            inputs=[tensor_input(t) for t in inputs],
+            params={"act": "relu", "out_frac": 12},
+            replication=2,
+            reward=1,
+            deadline=1000,
+        )
+        tx = sign_tx(key, node.genesis.chain_id, POST_JOB, i, body)
+        assert client.post("/api/v1/txs", json=tx.to_dict()).status_code == 202
+        ids.append(tx.hash)
+    deadline = time.monotonic() + 10
+    while not all(j in node.chain.state.jobs for j in ids):
+        assert time.monotonic() < deadline, "the single node did not commit the jobs"
+        client.get("/api/v1/status")  # lets the app's event loop run
+        time.sleep(0.02)
+    return ids
+
+
+def _work(client: TestClient, miner: str, limit: int) -> dict[str, Any]:
+    response = client.get("/api/v1/work", params={"miner": miner, "limit": limit})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_each_open_job_is_assigned_to_its_r_highest_ranked_active_miners(single_node) -> None:
+    client, node, key = single_node
+    ids = _post_jobs(client, node, key, 12)
+    for miner in MINERS:  # every miner polls once: all three are active
+        assert _work(client, miner, 0)["commit"] == []
+    lists = {m: [j["id"] for j in _work(client, m, 1)["commit"]] for m in MINERS}
+    queues = {m: [j["id"] for j in _work(client, m, 100)["commit"]] for m in MINERS}
+    jobs = node.chain.state.jobs
+    fifo = sorted(ids, key=lambda j: (jobs[j].open_height, j))
+    for miner in MINERS:
+        own = [j for j in fifo if miner in rank_miners(j, frozenset(MINERS))[:2]]
+        # A miner's own jobs come first, oldest first; then (maybe) jobs it may steal.
+        assert queues[miner][: len(own)] == own
+        assert not set(queues[miner][len(own) :]) & set(own)
+        assert lists[miner] == queues[miner][:1]
+
+
+def test_an_idle_miner_steals_only_jobs_deep_in_their_owners_queues(single_node) -> None:
+    client, node, key = single_node
+    ids = _post_jobs(client, node, key, 30)
+    for miner in MINERS:
+        _work(client, miner, 0)
+    owners, thief = MINERS[:2], MINERS[2]
+    queues = {m: [j["id"] for j in _work(client, m, 2)["commit"]] for m in owners}
+    ranks = {j: rank_miners(j, frozenset(MINERS))[:2] for j in ids}
+    jobs = node.chain.state.jobs
+    fifo = sorted(ids, key=lambda j: (jobs[j].open_height, j))
+    full = {m: [j for j in fifo if m in ranks[j]] for m in MINERS}
+    assert all(queues[m] == full[m][:2] for m in owners)
+    offered = [j["id"] for j in _work(client, thief, 30)["commit"]]
+    own = full[thief]
+    assert offered[: len(own)] == own
+    stolen = offered[len(own) :]
+    assert stolen, "30 jobs over 3 miners: some job sits deep in both owners' queues"
+    for job_id in stolen:
+        assert thief not in ranks[job_id]
+        for owner in ranks[job_id]:
+            assert full[owner].index(job_id) >= 2  # each owner polls with limit 2
+
+
+def test_a_thief_s_pending_commitment_takes_the_lowest_ranked_owner_s_slot() -> None:
+    a, b, thief = "aa" * 32, "bb" * 32, "cc" * 32
+    job = SimpleNamespace(id="11" * 32, replication=2, commits={}, reveals={})
+    idle = _Pending()
+    assert _takes(job, a, (a, b), idle) and _takes(job, b, (a, b), idle)  # type: ignore[arg-type]
+    stolen = _Pending(senders={job.id: {thief}})
+    assert _takes(job, a, (a, b), stolen)  # type: ignore[arg-type]
+    assert not _takes(job, b, (a, b), stolen)  # type: ignore[arg-type]
+    both = _Pending(senders={job.id: {thief, a}})
+    assert not _takes(job, b, (a, b), both)  # type: ignore[arg-type]
+    own = _Pending(senders={job.id: {a}})
+    assert not _takes(job, a, (a, b), own) and _takes(job, b, (a, b), own)  # type: ignore[arg-type]
+
+
+def test_limit_zero_asks_for_reveals_only(single_node) -> None:
+    client, node, key = single_node
+    _post_jobs(client, node, key, 2)
+    assert _work(client, MINERS[0], 0) == {"height": node.chain.height, "commit": [], "reveal": []}
+    assert _work(client, MINERS[0], 5)["commit"]
+
+
+def test_work_tensors_returns_the_asked_tensors_framed_in_order(single_node) -> None:
+    client, _node, _key = single_node
+    tensors = [Tensor(np.arange(n, dtype=np.int64), 3) for n in (1, 5, 2)]
+    for t in tensors:
+        client.put("/api/v1/tensors", content=t.to_bytes())
+    order = [tensors[1].hash, tensors[0].hash, tensors[1].hash, tensors[2].hash]
+    response = client.get("/api/v1/work/tensors", params=[("hash", h) for h in order])
+    assert response.status_code == 200, response.text
+    blob, at, got = response.content, 0, []
+    while at < len(blob):
+        size = int.from_bytes(blob[at : at + 4], "big")
+        got.append(Tensor.from_bytes(blob[at + 4 : at + 4 + size]).hash)
+        at += 4 + size
+    assert got == order
+    missing = client.get("/api/v1/work/tensors", params={"hash": "ee" * 32})
+    assert missing.status_code == 404 and "ee" * 32 in missing.json()["detail"]
+    bad = client.get("/api/v1/work/tensors", params={"hash": "nothex"})
+    assert bad.status_code == 422 and "not a tensor hash" in bad.json()["detail"]
+    assert client.get("/api/v1/work/tensors").status_code == 422
+
+
+def test_a_job_its_owners_leave_uncommitted_goes_stale_and_may_be_stolen(single_node) -> None:
+    """An owner that died or never commits (a copier) must not hold a job until its deadline."""
+    client, node, key = single_node
+    ids = _post_jobs(client, node, key, 3)
+    for miner in MINERS:
+        _work(client, miner, 0)
+    ranks = {j: rank_miners(j, frozenset(MINERS))[:2] for j in ids}
+    for owner in MINERS:  # every owner has its jobs within reach (limit 5): none is deep
+        _work(client, owner, 5)
+    # Each job leaves out one of the three miners: the thief is one left out of some job.
+    thief = max(MINERS, key=lambda m: sum(m not in ranks[j] for j in ids))
+    not_mine = {j for j in ids if thief not in ranks[j]}
+    assert not_mine
+    offered = {j["id"] for j in _work(client, thief, 5)["commit"]}
+    assert not offered & not_mine
+    time.sleep(STALE_S + 0.2)
+    offered = {j["id"] for j in _work(client, thief, 5)["commit"]}
+    assert offered & not_mine == not_mine
