@@ -211,6 +211,23 @@ class NodeClient:
             response.content, expected_hash=tensor_hash, max_elements=max_elements
         )
 
+    async def get_tensors(self, hashes: Sequence[str]) -> list[Tensor]:
+        """Download several tensors in one request (`GET /work/tensors`), each verified against
+        its hash; in the order asked."""
+        response = await self.request(
+            "GET", API + "/work/tensors", params=[("hash", h) for h in hashes]
+        )
+        blob, out, at = response.content, [], 0
+        for tensor_hash in hashes:
+            if at + 4 > len(blob):
+                raise TensorError(f"{self.url}: tensor batch ended before tensor {tensor_hash}")
+            size = int.from_bytes(blob[at : at + 4], "big")
+            out.append(Tensor.from_bytes(blob[at + 4 : at + 4 + size], expected_hash=tensor_hash))
+            at += 4 + size
+        if at != len(blob):
+            raise TensorError(f"{self.url}: {len(blob) - at} unexpected bytes after the tensors")
+        return out
+
     # ---------------------------------------------------------------------- jobs
 
     async def job(self, job_id: str) -> dict[str, Any]:

@@ -48,6 +48,11 @@ def miner(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # httpx logs every request at INFO: a line per poll, download, upload and tx batch costs the
+    # miner more CPU than its bookkeeping. Its warnings still show; --log-level debug shows all.
+    if logging.getLogger().level > logging.DEBUG:
+        for noisy in ("httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     if byzantine is not None and byzantine not in BYZANTINE_MODES:
         raise typer.BadParameter(f"--byzantine must be one of {BYZANTINE_MODES}")
     if not key.is_file() and create_key:

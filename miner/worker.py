@@ -3,13 +3,20 @@
     miner = Miner(client, key, MinerConfig(workers=2))
     await miner.run(stop)          # until `stop` is set; then finishes or abandons its work
 
-One loop long-polls `GET /work` (jobs open for commitment, and jobs awaiting this miner's
-reveal), passing the height of the previous answer so a job still being computed is listed again
-at most once per block. Up to `workers` jobs are computed at once: inputs are downloaded and
-checked against their hashes (and cached), the kernel runs in a thread (`ledger.kernels.execute`
-releases the GIL inside BLAS), the outputs are uploaded, and a `commit_result` (replication ≥ 2,
-with a fresh 32-byte salt) or a `submit_result` (replication 1) is sent through the `TxSender`.
-When the job's reveal phase starts, the matching `reveal_result` follows.
+One loop long-polls `GET /work` (the open jobs the node assigns to this miner, oldest first, then
+jobs it may steal; and jobs awaiting this miner's reveal), passing the height of the previous
+answer so a job still being computed is listed again at most once per block. It asks for as many
+open jobs as it has free workers plus `PREFETCH` (plus the jobs it took and has not committed yet,
+which the node still lists), and for reveals only (`limit=0`) while its workers and backlog are
+full, so a busy miner is woken by its reveals, not by every block; when a
+worker frees up and the backlog runs low, the poll is restarted to ask for jobs. Up to `workers`
+jobs are computed at once: inputs are downloaded and checked against their hashes (and cached),
+the kernel runs in a thread (`ledger.kernels.execute` releases the GIL inside BLAS), and the
+worker slot is free again. Publishing never holds a slot: the commitment hides the outputs, so
+the `commit_result` (replication ≥ 2, with a fresh 32-byte salt) goes out through the `TxSender`
+while the outputs upload; only the `reveal_result`, sent when the job's reveal phase starts,
+waits for the upload. Replication 1 uploads, then sends a `submit_result` (it names the outputs).
+Pruning lost commitments and refreshing the earnings run beside the poll loop, never in it.
 
 On `stop` the miner takes no new job, finishes the jobs it started and reveals what it committed
 (so it is not slashed for a missing reveal), for at most `grace_s`; `abandon()` gives up at once.
@@ -21,7 +28,6 @@ computes nothing and tries to commit the commitment another miner already commit
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import secrets
@@ -52,8 +58,13 @@ log = logging.getLogger("layerchain.miner")
 
 BYZANTINE_MODES = ("lie", "copy")
 TENSOR_CACHE = 512
-#: Open jobs asked for per poll; the node lists them in an order of this miner's own.
-WORK_LIMIT = 32
+#: Earnings are re-read this often (one request), and a commitment not in its reveal phase this
+#: long after it was sent is checked (one request each): lost races are rare with assignment.
+STATS_EVERY_S = 5.0
+PRUNE_AFTER_S = 10.0
+#: Open jobs asked for beyond the free workers, so a freed worker starts at once from the backlog.
+#: The node never lets another miner steal a job this deep in this miner's queue.
+PREFETCH = 2
 
 
 @dataclass
@@ -79,6 +90,8 @@ class _Committed:
     outputs: list[str]
     salt: str
     tensors: list[Tensor]
+    uploaded: asyncio.Task[list[str]] | None = None
+    """The upload of the outputs, running beside the commitment; the reveal awaits it."""
     revealed: bool = False
     at: float = field(default_factory=time.monotonic)
     url: str = ""
@@ -133,14 +146,20 @@ class Miner:
         self.stats = MinerStats()
         self.sender: TxSender | None = None
         self._taken: set[str] = set()
+        self._unsent: set[str] = set()
+        """Jobs taken whose commitment (or submission) is not sent: the node still lists them."""
         self._committed: dict[str, _Committed] = {}
         self._active: set[asyncio.Task[None]] = set()
         self._backlog: list[dict[str, Any]] = []
         self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._fetching: dict[str, asyncio.Task[list[Tensor]]] = {}
+        """tensor hash -> the download (of a job's missing inputs, in one request) bringing it."""
         self._stopping = False
         self._abandon = asyncio.Event()
         self._last_stats = 0.0
         self._last_prune = 0.0
+        self._want_work = asyncio.Event()
+        """Set when a worker freed up and the backlog ran low: restart a reveals-only poll."""
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -156,17 +175,26 @@ class Miner:
             status["chain_id"],
         )
         since = -1
+        housekeeping = asyncio.create_task(self._housekeeping(stop), name="housekeeping")
         try:
             while not stop.is_set():
+                limit = len(self._unsent) + self._free() + PREFETCH if self._wanted() else 0
+                self._want_work.clear()
                 poll = asyncio.create_task(
-                    self.client.work(self.address, self.config.poll_wait_s, since, limit=WORK_LIMIT)
+                    self.client.work(self.address, self.config.poll_wait_s, since, limit=limit)
                 )
-                stopper = asyncio.create_task(stop.wait())
-                done, _ = await asyncio.wait({poll, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
+                waits: set[asyncio.Task[Any]] = {poll, asyncio.create_task(stop.wait())}
+                if limit == 0:
+                    waits.add(asyncio.create_task(self._want_work.wait()))
+                done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for task in waits - {poll}:
+                    task.cancel()
                 if poll not in done:
                     poll.cancel()
-                    break
+                    if stop.is_set():
+                        break
+                    since = -1  # the backlog ran low: ask for jobs now, not at the next block
+                    continue
                 try:
                     work = poll.result()
                 except LedgerError as exc:
@@ -175,16 +203,34 @@ class Miner:
                     since = -1
                     continue
                 since = int(work["height"])
-                self._dispatch(work)
-                await self._refresh_stats()
-                await self._prune()
+                self._dispatch(work, replace_backlog=limit > 0)
+            housekeeping.cancel()
             await self._wind_down()
         finally:
+            housekeeping.cancel()
             await self._cancel_all()
             if self.sender is not None:
                 await self.sender.stop()
             await self._refresh_stats(force=True)
         return self.stats
+
+    async def _housekeeping(self, stop: asyncio.Event) -> None:
+        """Refresh earnings and prune lost commitments beside the poll loop (they are requests
+        that would otherwise delay the next poll, and with it every reveal)."""
+        while not stop.is_set():
+            try:
+                await self._refresh_stats()
+                await self._prune()
+            except LedgerError as exc:
+                log.debug("housekeeping: %s", exc)
+            await asyncio.sleep(0.5)
+
+    def _free(self) -> int:
+        return max(0, self.config.workers - self._busy())
+
+    def _wanted(self) -> bool:
+        """Does the backlog lack jobs for the free workers plus the prefetch?"""
+        return not self._stopping and len(self._backlog) < self._free() + PREFETCH
 
     def abandon(self) -> None:
         """Give up started jobs and pending reveals now (a second Ctrl-C)."""
@@ -202,7 +248,7 @@ class Miner:
             await self._prune(min_age_s=0.0)
             if self._unrevealed():
                 try:
-                    work = await self.client.work(self.address, min(1.0, remaining), since)
+                    work = await self.client.work(self.address, min(1.0, remaining), since, limit=0)
                 except LedgerError:
                     await asyncio.sleep(0.2)
                     continue
@@ -226,7 +272,7 @@ class Miner:
 
     # ------------------------------------------------------------------------------ dispatch
 
-    def _dispatch(self, work: dict[str, Any]) -> None:
+    def _dispatch(self, work: dict[str, Any], replace_backlog: bool = True) -> None:
         for job_id in work["reveal"]:
             record = self._committed.get(job_id)
             if record is not None and not record.revealed:
@@ -234,11 +280,9 @@ class Miner:
                 self._spawn(self._reveal(job_id, record))
         if self._stopping:
             return
-        fresh = [j for j in work["commit"] if j["id"] not in self._taken]
-        # Spread miners over the open jobs: fewest commitments first, then an order of our own
-        # (a hash of our address and the job), so r miners, not all of them, race for each job.
-        fresh.sort(key=lambda j: (len(j["committed_miners"]), _preference(self.address, j["id"])))
-        self._backlog = fresh
+        if replace_backlog:
+            # The node's order: our assigned jobs oldest first, then jobs we may steal.
+            self._backlog = [j for j in work["commit"] if j["id"] not in self._taken]
         self._fill_workers()
 
     def _fill_workers(self) -> None:
@@ -247,10 +291,19 @@ class Miner:
             if job["id"] in self._taken:
                 continue
             self._taken.add(job["id"])
+            self._unsent.add(job["id"])
             if self.config.byzantine == "copy" and job["replication"] > 1:
                 self._spawn(self._copy(job), counts=True)
             else:
                 self._spawn(self._work(job), counts=True)
+        # Download the inputs of the next jobs while the workers compute.
+        for job in self._backlog[:PREFETCH]:
+            if all(h is not None for h in job["input_hashes"]) and not all(
+                h in self._cache or h in self._fetching for h in job["input_hashes"]
+            ):
+                self._spawn(self._prefetch(job))
+        if self._wanted():
+            self._want_work.set()
 
     def _busy(self) -> int:
         return sum(1 for t in self._active if t.get_name() == "job")
@@ -272,28 +325,58 @@ class Miner:
     # ------------------------------------------------------------------------------ jobs
 
     async def _inputs(self, job: dict[str, Any]) -> list[Tensor]:
-        """The job's input tensors (downloaded in parallel, each checked against its hash)."""
+        """The job's input tensors: cached ones, and the rest in one download (each checked
+        against its hash); an input another job is already downloading is waited for."""
         hashes: list[str | None] = job["input_hashes"]
         if any(h is None for h in hashes):
             raise LedgerError(f"job {job['id'][:16]}… lists an input that has not settled")
-        return list(await asyncio.gather(*(self._tensor(str(h)) for h in hashes)))
+        wanted = [str(h) for h in hashes]
+        got: dict[str, Tensor] = {}
+        for tensor_hash in wanted:
+            if tensor_hash in self._cache:
+                got[tensor_hash] = self._cache[tensor_hash]
+                self._cache.move_to_end(tensor_hash)
+        missing = list(dict.fromkeys(h for h in wanted if h not in got))
+        fresh = [h for h in missing if h not in self._fetching]
+        if fresh:
+            fetch = asyncio.create_task(self.client.get_tensors(fresh))
+            for tensor_hash in fresh:
+                self._fetching[tensor_hash] = fetch
 
-    async def _tensor(self, tensor_hash: str) -> Tensor:
-        tensor = self._cache.get(tensor_hash)
-        if tensor is not None:
-            self._cache.move_to_end(tensor_hash)
-            return tensor
-        tensor = await self.client.get_tensor(tensor_hash)
-        self._cache[tensor_hash] = tensor
-        if len(self._cache) > TENSOR_CACHE:
-            self._cache.popitem(last=False)
-        return tensor
+            def forget(_: object, names: list[str] = fresh) -> None:
+                for name in names:
+                    self._fetching.pop(name, None)
+
+            fetch.add_done_callback(forget)
+        for fetch in {id(self._fetching[h]): self._fetching[h] for h in missing}.values():
+            for tensor in await asyncio.shield(fetch):
+                got[tensor.hash] = tensor
+        for tensor_hash in missing:
+            self._cache[tensor_hash] = got[tensor_hash]
+            if len(self._cache) > TENSOR_CACHE:
+                self._cache.popitem(last=False)
+        return [got[h] for h in wanted]
+
+    async def _prefetch(self, job: dict[str, Any]) -> None:
+        try:
+            await self._inputs(job)
+        except LedgerError as exc:  # the job's own worker will try again and report it
+            log.debug("prefetching inputs of job %s… failed: %s", job["id"][:16], exc)
 
     async def _work(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
-        if job["kernel_version"] != kernels.KERNEL_VERSION:
-            log.info("skipping job %s…: kernel %s", job_id[:16], job["kernel_version"])
-            return
+        published = False
+        try:
+            if job["kernel_version"] != kernels.KERNEL_VERSION:
+                log.info("skipping job %s…: kernel %s", job_id[:16], job["kernel_version"])
+                return
+            published = await self._compute(job)
+        finally:
+            if not published:
+                self._unsent.discard(job_id)
+
+    async def _compute(self, job: dict[str, Any]) -> bool:
+        """Compute a job in this worker slot; hand its publishing to a task of its own."""
         inputs = await self._inputs(job)
         started = time.monotonic()
         outputs = await asyncio.to_thread(kernels.execute, job["op"], job["params"], inputs)
@@ -305,26 +388,46 @@ class Miner:
             outputs = [_corrupt(outputs[0]), *outputs[1:]]
         # Uploading and committing are I/O: free the worker slot for the next computation.
         self._spawn(self._publish(job, outputs))
+        return True
+
+    async def _upload(self, outputs: list[Tensor]) -> list[str]:
+        return list(await asyncio.gather(*(self.client.put_tensor(t) for t in outputs)))
 
     async def _publish(self, job: dict[str, Any], outputs: list[Tensor]) -> None:
-        """Upload a computed job's outputs, then submit (r = 1) or commit to them."""
+        """Submit (r = 1: after the upload) or commit to a computed job's outputs (r ≥ 2: while
+        they upload; the commitment names only their hashes, the reveal needs them stored)."""
+        try:
+            await self._publish_now(job, outputs)
+        finally:
+            self._unsent.discard(job["id"])
+
+    async def _publish_now(self, job: dict[str, Any], outputs: list[Tensor]) -> None:
         job_id = job["id"]
-        hashes = list(await asyncio.gather(*(self.client.put_tensor(t) for t in outputs)))
         assert self.sender is not None
         if job["replication"] == 1:
-            await self._send(SUBMIT_RESULT, submit_body(job_id, hashes))
-            self.stats.submitted += 1
+            hashes = await self._upload(outputs)
+            if await self._send(SUBMIT_RESULT, submit_body(job_id, hashes)):
+                self.stats.submitted += 1
             return
+        hashes = [t.hash for t in outputs]
         salt = secrets.token_hex(32)
         record = _Committed(hashes, salt, outputs, url=self.client.url)
+        record.uploaded = asyncio.create_task(self._upload(outputs))
         self._committed[job_id] = record
         if not await self._send(COMMIT_RESULT, commit_body(job_id, self.address, hashes, salt)):
             del self._committed[job_id]
+            await asyncio.gather(record.uploaded, return_exceptions=True)
             return
         self.stats.committed += 1
 
     async def _reveal(self, job_id: str, record: _Committed) -> None:
         body = reveal_body(job_id, record.outputs, record.salt)
+        if record.uploaded is not None:
+            try:
+                await record.uploaded
+            except LedgerError as exc:  # the node died mid-upload: upload again below
+                log.info("output upload for job %s… failed: %s", job_id[:16], exc)
+                record.url = ""
         if record.url != self.client.url:  # failed over since: the new node needs the outputs
             await asyncio.gather(*(self.client.put_tensor(t) for t in record.tensors))
             record.url = self.client.url
@@ -349,6 +452,12 @@ class Miner:
 
     async def _copy(self, job: dict[str, Any]) -> None:
         """Byzantine `copy`: wait for someone else's commitment and commit the same value."""
+        try:
+            await self._copy_now(job)
+        finally:
+            self._unsent.discard(job["id"])
+
+    async def _copy_now(self, job: dict[str, Any]) -> None:
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             detail = await self.client.job(job["id"])
@@ -362,7 +471,7 @@ class Miner:
                     return
             await asyncio.sleep(0.02)
 
-    async def _prune(self, min_age_s: float = 2.0) -> None:
+    async def _prune(self, min_age_s: float = PRUNE_AFTER_S) -> None:
         """Forget commitments the chain did not count (lost races) or jobs already final."""
         now = time.monotonic()
         if min_age_s > 0 and now - self._last_prune < min_age_s:
@@ -389,7 +498,7 @@ class Miner:
 
     async def _refresh_stats(self, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self._last_stats < 2.0:
+        if not force and now - self._last_stats < STATS_EVERY_S:
             return
         self._last_stats = now
         try:
@@ -412,10 +521,6 @@ class Miner:
             tmp = self.config.stats_file.with_suffix(".tmp")
             tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
             tmp.replace(self.config.stats_file)
-
-
-def _preference(address: str, job_id: str) -> bytes:
-    return hashlib.sha256(bytes.fromhex(address) + bytes.fromhex(job_id)).digest()
 
 
 def _corrupt(tensor: Tensor) -> Tensor:

@@ -111,3 +111,28 @@ def test_concurrent_requests_failing_on_one_dead_node_fail_over_once() -> None:
 
     assert asyncio.run(scenario()) == [7] * 8
     assert calls.count(DEAD) == 8 and calls.count(GOOD) == 8 and len(calls) == 16
+
+
+def test_a_tensor_batch_is_checked_tensor_by_tensor_and_frame_by_frame() -> None:
+    a = Tensor(np.arange(3, dtype=np.int64), 2)
+    b = Tensor(np.arange(4, dtype=np.int64), 2)
+
+    def framed(*tensors: Tensor, tail: bytes = b"") -> bytes:
+        return b"".join(len(t.to_bytes()).to_bytes(4, "big") + t.to_bytes() for t in tensors) + tail
+
+    async def fetch(body: bytes, hashes: list[str]) -> list[Tensor]:
+        def handler(request: httpx.Request) -> httpx.Response:
+            assert request.url.path == "/api/v1/work/tensors"
+            assert request.url.params.get_list("hash") == hashes
+            return httpx.Response(200, content=body)
+
+        async with NodeClient([GOOD], transport=httpx.MockTransport(handler)) as client:
+            return await client.get_tensors(hashes)
+
+    assert asyncio.run(fetch(framed(b, a), [b.hash, a.hash])) == [b, a]
+    with pytest.raises(TensorError, match="does not match"):
+        asyncio.run(fetch(framed(a, a), [a.hash, b.hash]))
+    with pytest.raises(TensorError, match="ended before"):
+        asyncio.run(fetch(framed(a), [a.hash, b.hash]))
+    with pytest.raises(TensorError, match="unexpected bytes"):
+        asyncio.run(fetch(framed(a, tail=b"xx"), [a.hash]))

@@ -155,7 +155,8 @@ def test_stopping_finishes_started_jobs_and_reveals_what_was_committed(tmp_path:
             ]
             task_a = asyncio.create_task(a.run(stop_a))
             task_b = [asyncio.create_task(m.run(stop_b)) for m in others]
-            ids, expected = await _post_jobs(chain, client, 3, 2)
+            # 12 jobs: each is assigned to 2 of the 3 miners, so `a` surely gets some.
+            ids, expected = await _post_jobs(chain, client, 12, 2)
             while a.stats.committed == 0:
                 await asyncio.sleep(0.005)
             stop_a.set()
