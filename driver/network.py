@@ -127,6 +127,8 @@ class NetworkRunner:
         """Every job id this runner posted, in order."""
         self._uploaded: dict[str, str] = {}
         """tensor hash -> URL of the node it was uploaded to."""
+        self._posted: dict[str, tuple[Tx, list[Tensor]]] = {}
+        """post_job hash -> the signed tx and the tensors it names (to submit it again)."""
 
     # ------------------------------------------------------------------------------ lifecycle
 
@@ -293,6 +295,9 @@ class NetworkRunner:
             posted[n] = tx.hash
         if extra:
             await self._upload(extra)
+        named = [*plan.tensors.values(), *extra]
+        for tx in txs:
+            self._posted[tx.hash] = (tx, named)
         await self._submit(txs, plan, extra)
         self.nonce = nonce + len(txs)
         self.job_ids.extend(tx.hash for tx in txs)
@@ -380,12 +385,16 @@ class NetworkRunner:
         return int(answer["height"])
 
     async def _check_posted(self, unknown: list[str]) -> None:
-        """Raise PostRefused if a job the chain does not know was committed as a failed tx, or
-        was dropped (called after a whole long-poll without the job appearing)."""
+        """Called after a whole long-poll without these jobs appearing. A post_job the node we
+        ask does not know is not necessarily lost (it may be pending elsewhere): it is submitted
+        again as the same signed tx, which is harmless if it is pending and brings it back if a
+        mempool dropped it. Raise PostRefused only if it was committed as a failed tx, or its
+        nonce was used by another tx (the round is then posted again with fresh nonces)."""
         for job_id in unknown[:3]:
             found = await self.client.tx(job_id)
-            if found is None:  # no longer pending anywhere we ask, and never committed
-                raise PostRefused(f"post_job {job_id[:16]}… was dropped by the node's mempool")
+            if found is None:
+                await self._resubmit(job_id)
+                continue
             if found["status"] == "committed":
                 receipt = found.get("receipt") or {}
                 if not receipt.get("ok", False):
@@ -393,6 +402,20 @@ class NetworkRunner:
                         f"post_job {job_id[:16]}… failed on chain: {receipt.get('code')}: "
                         f"{receipt.get('message')}"
                     )
+
+    async def _resubmit(self, job_id: str) -> None:
+        posted = self._posted.get(job_id)
+        if posted is None:
+            raise PostRefused(f"post_job {job_id[:16]}… is unknown to the node and not ours")
+        tx, named = posted
+        for tensor in named:  # the node we now talk to may lack them (fail-over)
+            self._uploaded.pop(tensor.hash, None)
+        await self._upload(named)
+        (result,) = await self.client.submit_batch([tx])
+        if not result.get("accepted") and "already" in str(result.get("error")):
+            raise PostRefused(
+                f"post_job {job_id[:16]}… was dropped and its nonce is taken: {result['error']}"
+            )
 
     # ------------------------------------------------------------------------------ checkpoints
 
