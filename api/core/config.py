@@ -81,8 +81,8 @@ class Settings(BaseSettings):
         default=True,
         description=(
             "false = UNSAFE benchmark mode (like etcd's --unsafe-no-fsync): the consensus log "
-            "and the ledger are written but not fsync'd, which survives a killed process but "
-            "not a power loss."
+            "is written but not fsync'd, which survives a killed process but not a power loss. "
+            "(The SQLite ledger is never fsync'd per block: its tail is refetched from peers.)"
         ),
     )
     test_admin: bool = Field(

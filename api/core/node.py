@@ -128,7 +128,7 @@ class Node:
         self.tensors = TensorStore(
             settings.tensor_dir, max_elements=self.genesis.params.max_tensor_elements
         )
-        self.chain = Chain(self.genesis, settings.database_url, self.tensors, fsync=settings.fsync)
+        self.chain = Chain(self.genesis, settings.database_url, self.tensors)
         self.codec = MessageCodec(self.genesis.chain_id, known=self.mempool.lookup)
         self.wal = ConsensusWal(settings.consensus_wal, fsync=settings.fsync)
         self.config = ConsensusConfig.from_genesis(
