@@ -239,6 +239,38 @@ def test_node_with_deleted_database_resyncs(testnet: LocalTestnet) -> None:
     verify_ledger_file(net, victim)
 
 
+def test_a_ledger_that_lost_its_last_blocks_is_refetched(testnet: LocalTestnet) -> None:
+    """What a power loss can do to a ledger committed without fsync (PROTOCOL §8.1): the node
+    comes back with an older ledger file but its full consensus WAL; it must fetch the lost
+    blocks again and end identical to the others."""
+    import sqlite3
+
+    net = testnet
+    victim = 1
+    db = net.home(victim) / "data" / "ledger.db"
+    snapshot = net.home(victim) / "older-ledger.db"
+    src, dst = sqlite3.connect(db), sqlite3.connect(snapshot)
+    src.backup(dst)  # a consistent copy of the ledger as it is now
+    src.close()
+    dst.close()
+    old_height = net.height(victim)
+    hashes = submit_round_robin(net, sign_transfers(net, 6, start_nonce=None), ALL)
+    wait_committed(net, hashes, ALL, timeout=60)
+    assert net.height(victim) > old_height
+    net.kill(victim)
+    for suffix in ("-wal", "-shm"):
+        (db.parent / (db.name + suffix)).unlink(missing_ok=True)
+    shutil.move(snapshot, db)  # the last blocks are gone; data/consensus.wal is intact
+    net.start(victim)
+    net.wait_healthy([victim])
+    target = max(net.height(i) for i in ALL if i != victim)
+    net.wait_height(target, [victim], timeout=60)
+    hashes = submit_round_robin(net, sign_transfers(net, 4), ALL)
+    wait_committed(net, hashes, ALL, timeout=60)
+    assert_identical_chains(net, ALL)
+    verify_ledger_file(net, victim)
+
+
 def test_partitioned_node_falls_behind_then_catches_up(testnet: LocalTestnet) -> None:
     net = testnet
     cut = 3
