@@ -256,6 +256,22 @@ class NodeClient:
         )
         return result
 
+    async def announce(self, miner: str) -> int:
+        """Tell every node (not just the current one) that `miner` is working: a reveals-only,
+        no-wait `GET /work` each. Nodes assign open jobs among the miners they saw recently, so
+        all of them must rank the same miners. Returns how many nodes answered; never raises."""
+
+        async def one(url: str) -> bool:
+            try:
+                response = await self._client.get(
+                    url + API + "/work", params={"miner": miner, "limit": 0}, timeout=5.0
+                )
+            except httpx.HTTPError:
+                return False
+            return response.status_code == 200
+
+        return sum(await asyncio.gather(*(one(url) for url in self.urls)))
+
     async def results(self, job_ids: Sequence[str], wait: float) -> dict[str, Any]:
         """Statuses and outputs of `job_ids`, once all are final or after `wait` seconds."""
         response = await self.request(

@@ -16,7 +16,9 @@ worker slot is free again. Publishing never holds a slot: the commitment hides t
 the `commit_result` (replication ≥ 2, with a fresh 32-byte salt) goes out through the `TxSender`
 while the outputs upload; only the `reveal_result`, sent when the job's reveal phase starts,
 waits for the upload. Replication 1 uploads, then sends a `submit_result` (it names the outputs).
-Pruning lost commitments and refreshing the earnings run beside the poll loop, never in it.
+Pruning lost commitments and refreshing the earnings run beside the poll loop, never in it; so
+does announcing the miner to every node (at start and every `ANNOUNCE_EVERY_S`), so that all
+nodes assign jobs among the same miners.
 
 On `stop` the miner takes no new job, finishes the jobs it started and reveals what it committed
 (so it is not slashed for a missing reveal), for at most `grace_s`; `abandon()` gives up at once.
@@ -62,6 +64,8 @@ TENSOR_CACHE = 512
 #: long after it was sent is checked (one request each): lost races are rare with assignment.
 STATS_EVERY_S = 5.0
 PRUNE_AFTER_S = 10.0
+#: Every node is told this often that the miner works (nodes forget a miner after 10 s).
+ANNOUNCE_EVERY_S = 5.0
 #: Open jobs asked for beyond the free workers, so a freed worker starts at once from the backlog.
 #: The node never lets another miner steal a job this deep in this miner's queue.
 PREFETCH = 2
@@ -158,6 +162,7 @@ class Miner:
         self._abandon = asyncio.Event()
         self._last_stats = 0.0
         self._last_prune = 0.0
+        self._last_announce = 0.0
         self._want_work = asyncio.Event()
         """Set when a worker freed up and the backlog ran low: restart a reveals-only poll."""
 
@@ -174,6 +179,7 @@ class Miner:
             self.client.url,
             status["chain_id"],
         )
+        await self._announce()
         since = -1
         housekeeping = asyncio.create_task(self._housekeeping(stop), name="housekeeping")
         try:
@@ -219,11 +225,20 @@ class Miner:
         that would otherwise delay the next poll, and with it every reveal)."""
         while not stop.is_set():
             try:
+                await self._announce()
                 await self._refresh_stats()
                 await self._prune()
             except LedgerError as exc:
                 log.debug("housekeeping: %s", exc)
             await asyncio.sleep(0.5)
+
+    async def _announce(self) -> None:
+        """Be known to every node, not only the one polled: each node assigns jobs among the
+        miners it saw, and nodes that rank different miners hand the same job to too many."""
+        now = time.monotonic()
+        if now - self._last_announce >= ANNOUNCE_EVERY_S:
+            self._last_announce = now
+            await self.client.announce(self.address)
 
     def _free(self) -> int:
         return max(0, self.config.workers - self._busy())
@@ -280,10 +295,16 @@ class Miner:
                 self._spawn(self._reveal(job_id, record))
         if self._stopping:
             return
+        stolen = set(work.get("stolen", ()))
         if replace_backlog:
-            # The node's order: our assigned jobs oldest first, then jobs we may steal.
-            self._backlog = [j for j in work["commit"] if j["id"] not in self._taken]
+            # The node's order: our assigned jobs oldest first, then jobs we may steal. A stolen
+            # job is started now or dropped: waiting in the backlog, its owners would reach it.
+            fresh = [j for j in work["commit"] if j["id"] not in self._taken]
+            own = [j for j in fresh if j["id"] not in stolen]
+            steal = [j for j in fresh if j["id"] in stolen]
+            self._backlog = own + steal[: max(0, self._free() - len(own))]
         self._fill_workers()
+        self._backlog = [j for j in self._backlog if j["id"] not in stolen]
 
     def _fill_workers(self) -> None:
         while self._backlog and self._busy() < self.config.workers and not self._stopping:

@@ -21,10 +21,12 @@ oldest first (FIFO). A job counts as taken once `r` commitments are committed or
 commitment pending from a non-assigned miner (a thief) takes the slot of the lowest-ranked
 assigned miner.
 
-**Stealing.** Hashing balances load only on average, so a miner whose own queue is shorter than
-its `limit` is also offered jobs it may steal: jobs that every assigned miner still lacking a
-commitment has at least `its limit` jobs ahead of in its queue — it cannot have started them, and
-will drop them when the thief's commitment appears. Newest first (last in the FIFO queues).
+**Stealing.** Hashing balances load only on average, so a miner with no job of its own (idle) is
+also offered jobs it may steal, each job to one thief (its highest-ranked idle miner): jobs that
+every assigned miner still lacking a commitment has at least `its limit` jobs ahead of in its
+queue (less those it already committed to) — it cannot have started them, and will drop them
+when the thief's commitment appears. Newest first (last in the FIFO queues). The answer names
+stolen jobs (`stolen`): a miner starts them at once or drops them, never keeps them queued.
 A job that has sat within reach of its owners for `STALE_S` without them committing is stealable
 too: an owner that died, skips the job (another kernel version) or never commits (a copier) must
 not hold it until the commit deadline.
@@ -68,7 +70,7 @@ DEFAULT_DEPTH = 4
 #: Steal candidates examined per request (newest first).
 STEAL_SCAN = 64
 #: A job within reach of its owners (they may be computing it) for this long is stealable anyway.
-STALE_S = 1.0
+STALE_S = 3.0
 
 
 class WorkOut(BaseModel):
@@ -79,6 +81,9 @@ class WorkOut(BaseModel):
     then jobs it may steal."""
     reveal: list[str]
     """Ids of jobs in their reveal phase where this miner committed and has not revealed."""
+    stolen: list[str] = []
+    """Ids of the `commit` jobs offered for stealing (assigned to others): start them now or
+    not at all — kept in a backlog they would be reached by their owners first."""
 
 
 class ResultStatus(BaseModel):
@@ -119,6 +124,8 @@ class _Pending:
     """job -> miners with a pending commitment or submission."""
     reveals: set[tuple[str, str]] = field(default_factory=set)
     """(job, miner) with a pending reveal."""
+    by_miner: Counter[str] = field(default_factory=Counter)
+    """Pending commitments and submissions per miner."""
 
 
 @dataclass
@@ -137,6 +144,8 @@ class _Index:
     newest_first: list[Job]
     stale: list[Job]
     """Open jobs within their owners' reach for over STALE_S, oldest first."""
+    idle: frozenset[str]
+    """Active miners with no assigned open job: the only ones that may steal."""
     reveal: dict[str, list[str]]
     """miner -> jobs awaiting its reveal."""
 
@@ -216,6 +225,7 @@ def _pending(node: NodeDep, book: _Book, now: float) -> _Pending:
                 job_id = tx.body["job_id"]
                 found.per_job[job_id] += 1
                 found.senders.setdefault(job_id, set()).add(tx.sender)
+                found.by_miner[tx.sender] += 1
             elif kind == REVEAL_RESULT:
                 found.reveals.add((tx.body["job_id"], tx.sender))
             else:
@@ -263,7 +273,10 @@ def _build(node: NodeDep, book: _Book, now: float) -> _Index:
                 stale.append(job)
     book.reachable_since = since
     opened.reverse()
-    return _Index(node.chain.height, now, miners, assigned, queue, position, opened, stale, reveal)
+    idle = frozenset(m for m in miners if not queue.get(m))
+    return _Index(
+        node.chain.height, now, miners, assigned, queue, position, opened, stale, idle, reveal
+    )
 
 
 def _index(node: NodeDep, book: _Book, now: float) -> _Index:
@@ -295,19 +308,40 @@ def _stealable(
     others = pending.senders.get(job.id, set())
     if miner in others or len(job.commits) + len(others) >= job.replication:
         return False
+    # One thief per job (the highest-ranked idle miner that is not an owner): idle thieves that
+    # all took the same few jobs at the tail of a batch lost most of their work.
+    thief = next(
+        (
+            m
+            for m in book.ranking(job.id, index.miners)
+            if m in index.idle
+            and m not in assigned
+            and m not in job.commits
+            and m not in job.reveals
+            and m not in others
+        ),
+        None,
+    )
+    if thief != miner:
+        return False
     if stale:
         return True
     for owner in assigned:
         if owner in others:
             continue
-        ahead = index.position.get((job.id, owner), 0)
+        # Jobs ahead in its queue that it already committed to (pending, not in a block yet) are
+        # behind it: without them the owner could be closer to this job than its position says.
+        ahead = index.position.get((job.id, owner), 0) - pending.by_miner[owner]
         if ahead < book.depth.get(owner, DEFAULT_DEPTH):
             return False  # the owner may already be computing it
     return True
 
 
-def _work_for(node: NodeDep, miner: str, limit: int) -> tuple[list[Job], list[str], bool]:
-    """(open jobs for the miner, jobs awaiting its reveal, whether a stale job is offered)."""
+def _work_for(
+    node: NodeDep, miner: str, limit: int
+) -> tuple[list[Job], list[str], list[str], bool]:
+    """(open jobs for the miner, jobs awaiting its reveal, which of the open jobs are offered
+    for stealing, whether a stale job is offered)."""
     now = time.monotonic()
     book = _book(node)
     if miner not in book.seen:
@@ -319,7 +353,7 @@ def _work_for(node: NodeDep, miner: str, limit: int) -> tuple[list[Job], list[st
     index = _index(node, book, now)
     reveal = [j for j in index.reveal.get(miner, []) if (j, miner) not in pending.reveals]
     if limit == 0:
-        return [], reveal, False
+        return [], reveal, [], False
     commit = [
         job
         for job in index.queue.get(miner, [])
@@ -341,9 +375,9 @@ def _work_for(node: NodeDep, miner: str, limit: int) -> tuple[list[Job], list[st
             key=lambda j: (-(j.open_height or 0), hashlib.sha256(me + bytes.fromhex(j.id)).digest())
         )
         room = limit - len(commit)
-        commit += (stale + deep)[:room]
-        return commit, reveal, bool(stale) and room > 0
-    return commit, reveal, False
+        stolen = (stale + deep)[:room]
+        return commit + stolen, reveal, [j.id for j in stolen], bool(stale) and room > 0
+    return commit, reveal, [], False
 
 
 async def _wait_block(node: NodeDep, height: int, deadline: float) -> bool:
@@ -376,6 +410,7 @@ async def get_work(
     deadline = time.monotonic() + min(wait, node.settings.long_poll_max_s)
     commit: list[Job] = []
     reveal: list[str] = []
+    stolen: list[str] = []
     book = _book(node)
     book.polling[miner] += 1
     waited = False
@@ -383,11 +418,11 @@ async def get_work(
         while True:
             height = node.chain.height
             if height > since:
-                commit, reveal, _ = _work_for(node, miner, limit)
+                commit, reveal, stolen, _ = _work_for(node, miner, limit)
                 if commit or reveal:
                     break
             elif waited:  # no block since the last answer: only a job gone stale is news
-                commit, reveal, stale = _work_for(node, miner, limit)
+                commit, reveal, stolen, stale = _work_for(node, miner, limit)
                 if stale:
                     break
             if not await _wait_block(node, height, deadline):
@@ -402,6 +437,7 @@ async def get_work(
         height=node.chain.height,
         commit=[JobOut(**job_out(node, job)) for job in commit],
         reveal=reveal,
+        stolen=stolen,
     )
 
 

@@ -15,9 +15,17 @@ from api.routes.work import STALE_S, _Pending, _takes, rank_miners
 from ledger import kernels
 from ledger.identity import Keypair
 from ledger.tensor import Tensor
-from ledger.transactions import POST_JOB, post_job_body, sign_tx, tensor_input
+from ledger.transactions import (
+    COMMIT_RESULT,
+    POST_JOB,
+    commit_body,
+    post_job_body,
+    sign_tx,
+    tensor_input,
+)
 
-MINERS = [Keypair.generate().address for _ in range(3)]
+KEYS = [Keypair.generate() for _ in range(3)]
+MINERS = [k.address for k in KEYS]
 
 
 def _post_jobs(client: TestClient, node: Node, key: Keypair, count: int) -> list[str]:
@@ -51,6 +59,20 @@ def _post_jobs(client: TestClient, node: Node, key: Keypair, count: int) -> list
     return ids
 
 
+def _go_idle(client: TestClient, node: Node, key: Keypair, ids: list[str]) -> None:
+    """Commit `key`'s miner to every job assigned to it, so it has no job of its own left."""
+    mine = [j for j in ids if key.address in rank_miners(j, frozenset(MINERS))[:2]]
+    for nonce, job_id in enumerate(mine):
+        body = commit_body(job_id, key.address, ["ee" * 32], "ab" * 32)
+        tx = sign_tx(key, node.genesis.chain_id, COMMIT_RESULT, nonce, body)
+        assert client.post("/api/v1/txs", json=tx.to_dict()).status_code == 202
+    deadline = time.monotonic() + 10
+    while not all(key.address in node.chain.state.jobs[j].commits for j in mine):
+        assert time.monotonic() < deadline, "the single node did not commit the commitments"
+        client.get("/api/v1/status")
+        time.sleep(0.02)
+
+
 def _work(client: TestClient, miner: str, limit: int) -> dict[str, Any]:
     response = client.get("/api/v1/work", params={"miner": miner, "limit": limit})
     assert response.status_code == 200, response.text
@@ -80,22 +102,29 @@ def test_an_idle_miner_steals_only_jobs_deep_in_their_owners_queues(single_node)
     ids = _post_jobs(client, node, key, 30)
     for miner in MINERS:
         _work(client, miner, 0)
-    owners, thief = MINERS[:2], MINERS[2]
-    queues = {m: [j["id"] for j in _work(client, m, 2)["commit"]] for m in owners}
-    ranks = {j: rank_miners(j, frozenset(MINERS))[:2] for j in ids}
+    owners, thief = MINERS[:2], KEYS[2]
+    _go_idle(client, node, thief, ids)
+    for owner in owners:
+        _work(client, owner, 2)  # each owner's reach: 2 jobs
+    answer = _work(client, thief.address, 30)
+    offered = [j["id"] for j in answer["commit"]]
+    assert offered and answer["stolen"] == offered, "an idle miner is offered only steals"
     jobs = node.chain.state.jobs
     fifo = sorted(ids, key=lambda j: (jobs[j].open_height, j))
-    full = {m: [j for j in fifo if m in ranks[j]] for m in MINERS}
-    assert all(queues[m] == full[m][:2] for m in owners)
-    offered = [j["id"] for j in _work(client, thief, 30)["commit"]]
-    own = full[thief]
-    assert offered[: len(own)] == own
-    stolen = offered[len(own) :]
-    assert stolen, "30 jobs over 3 miners: some job sits deep in both owners' queues"
-    for job_id in stolen:
-        assert thief not in ranks[job_id]
-        for owner in ranks[job_id]:
-            assert full[owner].index(job_id) >= 2  # each owner polls with limit 2
+    owners_of = {
+        j: [m for m in rank_miners(j, frozenset(MINERS)) if m not in jobs[j].commits][
+            : 2 - len(jobs[j].commits)
+        ]
+        for j in fifo
+    }
+    queue = {m: [j for j in fifo if m in owners_of[j]] for m in owners}
+    for job_id in offered:
+        assert thief.address not in jobs[job_id].commits
+        assert owners_of[job_id], "a job with free slots has owners"
+        for owner in owners_of[job_id]:
+            assert queue[owner].index(job_id) >= 2  # beyond the owner's reach
+    busy = _work(client, owners[0], 30)
+    assert busy["stolen"] == [], "a miner with jobs of its own steals nothing"
 
 
 def test_a_thief_s_pending_commitment_takes_the_lowest_ranked_owner_s_slot() -> None:
@@ -115,7 +144,8 @@ def test_a_thief_s_pending_commitment_takes_the_lowest_ranked_owner_s_slot() -> 
 def test_limit_zero_asks_for_reveals_only(single_node) -> None:
     client, node, key = single_node
     _post_jobs(client, node, key, 2)
-    assert _work(client, MINERS[0], 0) == {"height": node.chain.height, "commit": [], "reveal": []}
+    answer = _work(client, MINERS[0], 0)
+    assert (answer["commit"], answer["reveal"], answer["stolen"]) == ([], [], [])
     assert _work(client, MINERS[0], 5)["commit"]
 
 
@@ -147,14 +177,32 @@ def test_a_job_its_owners_leave_uncommitted_goes_stale_and_may_be_stolen(single_
     for miner in MINERS:
         _work(client, miner, 0)
     ranks = {j: rank_miners(j, frozenset(MINERS))[:2] for j in ids}
-    for owner in MINERS:  # every owner has its jobs within reach (limit 5): none is deep
-        _work(client, owner, 5)
-    # Each job leaves out one of the three miners: the thief is one left out of some job.
-    thief = max(MINERS, key=lambda m: sum(m not in ranks[j] for j in ids))
-    not_mine = {j for j in ids if thief not in ranks[j]}
+    # The thief: one left out of some job; it commits to its own jobs and is idle.
+    thief = max(KEYS, key=lambda k: sum(k.address not in ranks[j] for j in ids))
+    not_mine = {j for j in ids if thief.address not in ranks[j]}
     assert not_mine
-    offered = {j["id"] for j in _work(client, thief, 5)["commit"]}
-    assert not offered & not_mine
-    time.sleep(STALE_S + 0.2)
-    offered = {j["id"] for j in _work(client, thief, 5)["commit"]}
-    assert offered & not_mine == not_mine
+    _go_idle(client, node, thief, ids)
+    for owner in MINERS:  # every owner has its jobs within reach (limit 5): none is deep
+        if owner != thief.address:
+            _work(client, owner, 5)
+    assert _work(client, thief.address, 5)["commit"] == []
+    time.sleep(STALE_S + 0.6)
+    offered = {j["id"] for j in _work(client, thief.address, 5)["commit"]}
+    assert offered == not_mine
+
+
+def test_a_stale_job_goes_to_an_idle_miner_that_has_not_committed_to_it(single_node) -> None:
+    """A copier holds one slot, the other owner committed and is idle: a third miner steals it."""
+    client, node, key = single_node
+    ids = _post_jobs(client, node, key, 1)
+    for miner in MINERS:
+        _work(client, miner, 0)
+    (job_id,) = ids
+    first, copier, third = (
+        next(k for k in KEYS if k.address == m) for m in rank_miners(job_id, frozenset(MINERS))
+    )
+    _go_idle(client, node, first, ids)  # the honest owner committed; the copier never will
+    _work(client, copier.address, 5)
+    time.sleep(STALE_S + 0.6)
+    assert _work(client, first.address, 5)["commit"] == []
+    assert [j["id"] for j in _work(client, third.address, 5)["commit"]] == [job_id]
