@@ -54,7 +54,14 @@ from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
 from api.routes.jobs import JobOut, job_out
 from ledger.state import FINAL_STATUSES, OPEN, REVEALING, Job
-from ledger.transactions import COMMIT_RESULT, REVEAL_RESULT, SUBMIT_RESULT
+from ledger.transactions import (
+    COMMIT_RESULT,
+    COMMIT_RESULTS,
+    REVEAL_RESULT,
+    REVEAL_RESULTS,
+    SUBMIT_RESULT,
+    result_items,
+)
 
 router = APIRouter(prefix="/work", tags=["work"])
 
@@ -221,13 +228,15 @@ def _pending(node: NodeDep, book: _Book, now: float) -> _Pending:
     if replica is not None:
         for tx in list(replica.pending.values()):
             kind = getattr(tx, "type", None)
-            if kind in (COMMIT_RESULT, SUBMIT_RESULT):
-                job_id = tx.body["job_id"]
-                found.per_job[job_id] += 1
-                found.senders.setdefault(job_id, set()).add(tx.sender)
-                found.by_miner[tx.sender] += 1
-            elif kind == REVEAL_RESULT:
-                found.reveals.add((tx.body["job_id"], tx.sender))
+            if kind in (COMMIT_RESULT, SUBMIT_RESULT, COMMIT_RESULTS):
+                for item in result_items(tx):  # one per job, batches included
+                    job_id = item["job_id"]
+                    found.per_job[job_id] += 1
+                    found.senders.setdefault(job_id, set()).add(tx.sender)
+                    found.by_miner[tx.sender] += 1
+            elif kind in (REVEAL_RESULT, REVEAL_RESULTS):
+                for item in result_items(tx):
+                    found.reveals.add((item["job_id"], tx.sender))
             else:
                 continue
             if tx.sender not in book.seen:
