@@ -1,10 +1,12 @@
 """`TxSender`: one account's transactions, signed with consecutive nonces and sent in batches.
 
 Concurrent tasks (a miner's jobs, a driver's DAG) ask for txs through `send(type, body)`. One
-background loop takes everything queued, gives each tx the next nonce, signs the lot and posts it
-as one `POST /txs/batch`; the same signed batch is retried on another node when one fails, so a
-nonce is never skipped because of a dead node. Nonces come from the account's committed nonce
-plus its pending txs, and are re-read after any refusal.
+background loop takes everything queued, merges runs of single-job results into
+`commit_results` / `reveal_results` batches (`miner.merging`: a miner finishing many jobs per
+block sends one signed tx for them, not one each), gives each tx the next nonce, signs the lot
+and posts it as one `POST /txs/batch`; the same signed batch is retried on another node when one
+fails, so a nonce is never skipped because of a dead node. Nonces come from the account's
+committed nonce plus its pending txs, and are re-read after any refusal.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from ledger.errors import InvalidTransaction, LedgerError
 from ledger.identity import Keypair
 from ledger.transactions import TRANSFER, Tx, sign_tx, transfer_body
 from miner.client import NodeClient
+from miner.merging import Merged, merge
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +28,19 @@ MAX_BATCH = 500
 _Item = tuple[str, dict[str, Any], "asyncio.Future[Tx]"]
 
 
+def _unmerged(batch: list[_Item]) -> list[Merged[asyncio.Future[Tx]]]:
+    return [Merged(tx_type, body, [future]) for tx_type, body, future in batch]
+
+
 class TxSender:
     """Queue, sign and submit one key's txs in nonce order (see the module docstring)."""
 
-    def __init__(self, client: NodeClient, key: Keypair, chain_id: str) -> None:
+    def __init__(
+        self, client: NodeClient, key: Keypair, chain_id: str, *, merge_results: bool = True
+    ) -> None:
         self.client = client
+        self.merge_results = merge_results
+        """Send runs of single-job results as one batch tx (False: each as its own tx)."""
         self.key = key
         self.chain_id = chain_id
         self.nonce: int | None = None
@@ -98,26 +109,33 @@ class TxSender:
         self, batch: list[tuple[str, dict[str, Any], asyncio.Future[Tx]]]
     ) -> None:
         nonce = await self._next_nonce()
-        live: list[tuple[asyncio.Future[Tx], Tx]] = []
-        for tx_type, body, future in batch:
+        live: list[tuple[list[asyncio.Future[Tx]], Tx]] = []
+        for merged in merge(batch) if self.merge_results else _unmerged(batch):
             try:
-                tx = sign_tx(self.key, self.chain_id, tx_type, nonce + len(live), body)
+                tx = sign_tx(
+                    self.key, self.chain_id, merged.tx_type, nonce + len(live), merged.body
+                )
             except LedgerError as exc:
-                future.set_exception(exc)
+                for future in merged.tags:
+                    future.set_exception(exc)
                 continue
-            live.append((future, tx))
+            live.append((merged.tags, tx))
         if not live:
             return
         self.nonce = nonce + len(live)
         results = await self.client.submit_batch([tx for _, tx in live])
         gaps: list[int] = []
-        for (future, tx), result in zip(live, results, strict=True):
+        for (futures, tx), result in zip(live, results, strict=True):
             if result.get("accepted"):
                 self.sent += 1
-                future.set_result(tx)
+                for future in futures:
+                    future.set_result(tx)
                 continue
             error = str(result.get("error"))
-            future.set_exception(InvalidTransaction(f"node refused tx {tx.hash[:16]}…: {error}"))
+            for future in futures:
+                future.set_exception(
+                    InvalidTransaction(f"node refused tx {tx.hash[:16]}…: {error}")
+                )
             if "already used" in error:
                 self.nonce = None  # we are behind the chain: re-read the nonce next time
             else:
