@@ -126,7 +126,9 @@ class Node:
         self.tensor_pusher = TensorPusher(self)
         """Sends tensors uploaded here on to the peers (off the critical path of a block)."""
         self.tensors = TensorStore(
-            settings.tensor_dir, max_elements=self.genesis.params.max_tensor_elements
+            settings.tensor_dir,
+            max_elements=self.genesis.params.max_tensor_elements,
+            durable=False,  # content-addressed and replicated: refetched if damaged
         )
         self.chain = Chain(self.genesis, settings.database_url, self.tensors)
         self.codec = MessageCodec(self.genesis.chain_id, known=self.mempool.lookup)

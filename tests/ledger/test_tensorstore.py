@@ -61,3 +61,27 @@ def test_refuses_bad_hashes_and_oversized_tensors(tmp_path: Path) -> None:
     small = TensorStore(tmp_path / "small", max_elements=4)
     with pytest.raises(TensorError, match="limit is 4"):
         small.put_bytes(_tensor().to_bytes())
+
+
+def test_a_store_without_fsync_reads_a_damaged_file_as_missing(tmp_path: Path) -> None:
+    """What a power loss can leave after a write that was not fsync'd: the file exists but its
+    bytes are cut short. A validator's store (durable=False) drops it so it is fetched again;
+    an auditor's store (the default) reports the corruption."""
+    tensor = Tensor(np.arange(12, dtype=np.int64).reshape(3, 4), 4)
+    fast = TensorStore(tmp_path / "fast", durable=False)
+    fast.put(tensor)
+    assert fast.get(tensor.hash) == tensor
+    path = fast.path(tensor.hash)
+    path.write_bytes(path.read_bytes()[:10])
+    with pytest.raises(MissingTensor):
+        fast.get(tensor.hash)
+    assert not fast.has(tensor.hash)  # removed: the next `put` (a fetch) stores it again
+    fast.put(tensor)
+    assert fast.get(tensor.hash) == tensor
+
+    strict = TensorStore(tmp_path / "strict")
+    strict.put(tensor)
+    strict.path(tensor.hash).write_bytes(b"\x00" * 10)
+    with pytest.raises(TensorError, match="corrupt"):
+        strict.get(tensor.hash)
+    assert strict.has(tensor.hash)  # evidence kept
