@@ -143,7 +143,8 @@ def node(
         )
 
     profile = os.environ.get("LAYERCHAIN_PROFILE")
-    if profile:  # development aid: cProfile the whole node, stats written on clean exit
+    if profile:  # development aid: cProfile the whole node, stats written on clean exit;
+        # "{name}" in the path becomes the node's name (several nodes profiled at once)
         import cProfile
         import signal
         import sys
@@ -155,6 +156,7 @@ def node(
         try:
             profiler.runcall(serve)
         finally:
-            profiler.dump_stats(profile)
+            name = settings.name or Path(settings.key_file).resolve().parent.name
+            profiler.dump_stats(profile.replace("{name}", name))
     else:
         serve()

@@ -15,6 +15,7 @@ element limit) before the payload is allocated, and trailing bytes are refused.
 from __future__ import annotations
 
 import ast
+import functools
 import io
 from dataclasses import dataclass, field
 from typing import Any
@@ -122,6 +123,22 @@ class Tensor:
         return tensor
 
 
+@functools.lru_cache(maxsize=4096)
+def _npy_header(raw: bytes) -> tuple[Any, Any, Any]:
+    """(descr, fortran_order, shape) of a .npy header, as written: the checks follow.
+
+    Cached: a node parses the same few headers (one per tensor shape) thousands of times a
+    second, and `ast.literal_eval` costs ~40 µs each. The result is immutable (str, bool, tuple).
+    """
+    try:
+        header = ast.literal_eval(raw.decode("latin1"))
+    except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
+        raise TensorError(f"tensor .npy header is malformed: {exc}") from exc
+    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
+        raise TensorError("tensor .npy header must have exactly descr, fortran_order and shape")
+    return header["descr"], header["fortran_order"], header["shape"]
+
+
 def _read_npy(payload: bytes, max_elements: int) -> np.ndarray:
     """Read a version 1.0 `.npy` file, checking its header before allocating anything."""
     if not payload.startswith(_NPY_MAGIC) or len(payload) < 10:
@@ -132,13 +149,7 @@ def _read_npy(payload: bytes, max_elements: int) -> np.ndarray:
     header_end = 10 + header_len
     if header_len > 4096 or len(payload) < header_end:
         raise TensorError("tensor .npy header is truncated or too long")
-    try:
-        header = ast.literal_eval(payload[10:header_end].decode("latin1"))
-    except (ValueError, SyntaxError, UnicodeDecodeError, MemoryError, RecursionError) as exc:
-        raise TensorError(f"tensor .npy header is malformed: {exc}") from exc
-    if not isinstance(header, dict) or set(header) != {"descr", "fortran_order", "shape"}:
-        raise TensorError("tensor .npy header must have exactly descr, fortran_order and shape")
-    descr, fortran, shape = header["descr"], header["fortran_order"], header["shape"]
+    descr, fortran, shape = _npy_header(payload[10:header_end])
     if descr not in ALLOWED_DTYPES:
         raise TensorError(f"tensor dtype {descr!r} refused: only '<i4' and '<i8' (no pickles)")
     if fortran is not False:
