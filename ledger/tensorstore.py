@@ -53,6 +53,8 @@ class TensorStore:
         self.max_elements = max_elements
         self.durable = durable
         """fsync every write; when False, a corrupt file reads as missing (module docstring)."""
+        self._dirs: set[str] = set()
+        """Fan-out directories known to exist (a mkdir per write cost ~0.1 ms)."""
 
     def path(self, tensor_hash: str) -> Path:
         """Where the tensor with this hash lives (whether or not it is there)."""
@@ -107,7 +109,9 @@ class TensorStore:
 
     def _write(self, tensor_hash: str, blob: bytes) -> None:
         final = self.path(tensor_hash)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        if tensor_hash[:2] not in self._dirs:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs.add(tensor_hash[:2])
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
