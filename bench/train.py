@@ -21,8 +21,8 @@ processes, PBFT over HTTP, SQLite ledgers):
 4. **saturation**: small dense jobs, r = 2, 8 fast in-process miners: settled jobs/s.
 
 Posting (scaling, saturation) is paced by what the chain takes, not by a timer: chunks of `CHUNK`
-post_jobs go out while fewer than `WINDOW` of them wait uncommitted (the poster's committed nonce
-is read back from the node). One huge block of post_jobs stalls the primary past its view-change
+jobs, as `post_jobs` txs of `POST_BATCH` jobs each, go out while fewer than `WINDOW` post txs wait
+uncommitted (the poster's committed nonce is read back from the node). One huge block of post_jobs stalls the primary past its view-change
 timeout; a timer-paced chunk either caps the offered load or outruns the chain.
 
 The machine is shared; the load average is printed with the figures.
@@ -53,15 +53,26 @@ from driver.training import train  # noqa: E402
 from ledger import kernels  # noqa: E402
 from ledger.identity import Keypair  # noqa: E402
 from ledger.tensor import Tensor  # noqa: E402
-from ledger.transactions import POST_JOB, Tx, post_job_body, sign_tx, tensor_input  # noqa: E402
+from ledger.transactions import (  # noqa: E402
+    POST_JOB,
+    POST_JOBS,
+    Tx,
+    post_job_body,
+    post_jobs_body,
+    posted_jobs,
+    sign_tx,
+    tensor_input,
+)
 from miner.client import NodeClient  # noqa: E402
 from miner.worker import Miner, MinerConfig  # noqa: E402
 
 PARAMS: dict[str, Any] = {"act": "relu", "out_frac": 12}
-#: Jobs are posted in chunks this size while fewer than WINDOW wait uncommitted: a single block
-#: of several hundred post_jobs takes the primary longer than the view-change timeout.
-CHUNK = 50
-WINDOW = 200
+#: Jobs are posted in chunks this size while fewer than WINDOW post txs wait uncommitted: a
+#: single block of thousands of jobs takes the primary longer than the view-change timeout.
+CHUNK = 48
+WINDOW = 12
+#: Jobs per post_jobs tx (PROTOCOL §5.3; ~500 bytes each, under the 16 KiB tx limit).
+POST_BATCH = 24
 
 
 def dense_job(seed: int, rows: int = 8, k: int = 16, n: int = 8) -> list[Tensor]:
@@ -103,9 +114,8 @@ class Poster:
             account = await self.client.account(self.key.address)
             self.nonce = int(account["nonce"]) + int(account.get("pending_txs", 0))
         await self.upload([t for inputs in jobs for t in inputs])
-        txs: list[Tx] = []
-        for inputs in jobs:
-            body = post_job_body(
+        bodies = [
+            post_job_body(
                 op="dense_forward",
                 kernel_version=kernels.KERNEL_VERSION,
                 inputs=[tensor_input(t) for t in inputs],
@@ -114,20 +124,32 @@ class Poster:
                 reward=10,
                 deadline=10_000,
             )
-            txs.append(sign_tx(self.key, self.chain_id, POST_JOB, self.nonce + len(txs), body))
-        for start in range(0, len(txs), 500):
-            results = await self.client.submit_batch(txs[start : start + 500])
-            refused = [r for r in results if not r["accepted"]]
-            if refused:
-                raise RuntimeError(f"post refused: {refused[0]['error']}")
+            for inputs in jobs
+        ]
+        txs: list[Tx] = []
+        ids: list[str] = []
+        for start in range(0, len(bodies), POST_BATCH):  # one post_jobs per POST_BATCH jobs
+            part = bodies[start : start + POST_BATCH]
+            nonce = self.nonce + len(txs)
+            if len(part) == 1:
+                tx = sign_tx(self.key, self.chain_id, POST_JOB, nonce, part[0])
+            else:
+                tx = sign_tx(self.key, self.chain_id, POST_JOBS, nonce, post_jobs_body(part))
+            txs.append(tx)
+            for job_id, _ in posted_jobs(tx):
+                ids.append(job_id)
+                self.txs[job_id] = tx
+        results = await self.client.submit_batch(txs)
+        refused = [r for r in results if not r["accepted"]]
+        if refused:
+            raise RuntimeError(f"post refused: {refused[0]['error']}")
         self.nonce += len(txs)
-        for tx, inputs in zip(txs, jobs, strict=True):
-            self.inputs[tx.hash] = inputs
-            self.txs[tx.hash] = tx
-        return [tx.hash for tx in txs]
+        for job_id, inputs in zip(ids, jobs, strict=True):
+            self.inputs[job_id] = inputs
+        return ids
 
     async def paced(self, batch: list[list[Tensor]]) -> list[str]:
-        """Post `batch` in chunks, each once fewer than WINDOW post_jobs wait uncommitted."""
+        """Post `batch` in chunks, each once fewer than WINDOW post txs wait uncommitted."""
         ids: list[str] = []
         for start in range(0, len(batch), CHUNK):
             while True:
@@ -158,15 +180,20 @@ class Poster:
                 return {j["id"]: j for j in answer["jobs"]}
             unknown = [j["id"] for j in answer["jobs"] if j["status"] == "unknown"]
             failed, lost = [], []
+            status: dict[str, dict[str, Any] | None] = {}  # per post tx
             for job_id in unknown:
-                found = await self.client.tx(job_id)
+                tx_hash = self.txs[job_id].hash
+                if tx_hash not in status:
+                    status[tx_hash] = await self.client.tx(tx_hash)
+                found = status[tx_hash]
                 if found is None:
                     lost.append(job_id)
                 elif found["status"] == "committed" and not (found.get("receipt") or {}).get("ok"):
                     failed.append(job_id)
             if lost:
                 await self.upload([t for j in lost for t in self.inputs[j]])
-                results = await self.client.submit_batch([self.txs[j] for j in lost])
+                again = list({self.txs[j].hash: self.txs[j] for j in lost}.values())
+                results = await self.client.submit_batch(again)
                 self.resubmitted += sum(1 for r in results if r.get("accepted"))
             if failed:
                 self.nonce = -1
