@@ -37,11 +37,15 @@ from ledger.kernels import TensorMeta, execute
 from ledger.tensor import Tensor
 from ledger.transactions import (
     CHECKPOINT,
+    MAX_BATCH_JOBS,
     POST_JOB,
+    POST_JOBS,
     Tx,
     checkpoint_body,
     job_input,
     post_job_body,
+    post_jobs_body,
+    posted_jobs,
     sign_tx,
     tensor_input,
 )
@@ -49,6 +53,8 @@ from miner.client import NodeClient
 
 UPLOAD_CONCURRENCY = 8
 TX_BATCH = 500
+MAX_JOBS_PER_TX = min(MAX_BATCH_JOBS, 16)
+"""Jobs per post_jobs tx: a training job's body is ~700 bytes, the default tx limit 16 KiB."""
 
 
 class JobFailedOnChain(LedgerError):
@@ -263,12 +269,34 @@ class NetworkRunner:
         posted: dict[int, str],
         values: dict[int, list[Tensor]],
     ) -> None:
-        """Sign and submit post_job txs for `numbers` (in order, so DAG ids are known)."""
+        """Sign and submit the jobs `numbers` (in order, so DAG ids are known) as `post_jobs`
+        txs of up to MAX_JOBS_PER_TX jobs: a new tx starts whenever a job reads the output of a
+        job in the current one (a job's id depends on its tx's hash, PROTOCOL §5.3). A fused
+        training step (independent shard jobs) is one tx."""
         extra: list[Tensor] = []
         txs: list[Tx] = []
         nonce = await self._next_nonce()
+        group: list[int] = []
+        bodies: list[dict[str, Any]] = []
+
+        def seal() -> None:
+            if not group:
+                return
+            if len(group) == 1:
+                tx = self._sign(POST_JOB, bodies[0], nonce + len(txs))
+            else:
+                tx = self._sign(POST_JOBS, post_jobs_body(bodies), nonce + len(txs))
+            txs.append(tx)
+            for n, (job_id, _) in zip(group, posted_jobs(tx), strict=True):
+                posted[n] = job_id
+            group.clear()
+            bodies.clear()
+
         for n in numbers:
             job = plan.jobs[n]
+            reads = {ref.job for ref in job.inputs if isinstance(ref, JobOutput)}
+            if reads & set(group) or len(group) >= MAX_JOBS_PER_TX:
+                seal()
             inputs: list[dict[str, Any]] = []
             for ref in job.inputs:
                 if isinstance(ref, TensorInput):
@@ -279,28 +307,32 @@ class NetworkRunner:
                     tensor = values[ref.job][ref.index]
                     extra.append(tensor)
                     inputs.append(tensor_input(tensor))
-            body = post_job_body(
-                op=job.op,
-                kernel_version=plan.kernel_version,
-                inputs=inputs,
-                params=dict(job.params),
-                replication=self.replication,
-                reward=self.reward,
-                deadline=self.deadline,
-                run=self.run_name,
-                label=f"r{self.round}/{job.label}"[:128] if job.label else f"r{self.round}/j{n}",
+            bodies.append(
+                post_job_body(
+                    op=job.op,
+                    kernel_version=plan.kernel_version,
+                    inputs=inputs,
+                    params=dict(job.params),
+                    replication=self.replication,
+                    reward=self.reward,
+                    deadline=self.deadline,
+                    run=self.run_name,
+                    label=(
+                        f"r{self.round}/{job.label}"[:128] if job.label else f"r{self.round}/j{n}"
+                    ),
+                )
             )
-            tx = self._sign(POST_JOB, body, nonce + len(txs))
-            txs.append(tx)
-            posted[n] = tx.hash
+            group.append(n)
+        seal()
         if extra:
             await self._upload(extra)
         named = [*plan.tensors.values(), *extra]
         for tx in txs:
-            self._posted[tx.hash] = (tx, named)
+            for job_id, _ in posted_jobs(tx):
+                self._posted[job_id] = (tx, named)
         await self._submit(txs, plan, extra)
         self.nonce = nonce + len(txs)
-        self.job_ids.extend(tx.hash for tx in txs)
+        self.job_ids.extend(job_id for tx in txs for job_id, _ in posted_jobs(tx))
 
     async def _submit(self, txs: list[Tx], plan: Plan, extra: list[Tensor]) -> None:
         """Submit in batches; after a fail-over, re-upload the tensors to the new node once."""
@@ -391,7 +423,8 @@ class NetworkRunner:
         mempool dropped it. Raise PostRefused only if it was committed as a failed tx, or its
         nonce was used by another tx (the round is then posted again with fresh nonces)."""
         for job_id in unknown[:3]:
-            found = await self.client.tx(job_id)
+            posted = self._posted.get(job_id)
+            found = await self.client.tx(posted[0].hash if posted is not None else job_id)
             if found is None:
                 await self._resubmit(job_id)
                 continue
