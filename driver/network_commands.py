@@ -161,7 +161,7 @@ def devnet(
     ] = None,
     validators: Annotated[int, typer.Option(help="Validators (3f+1).")] = 4,
     miners: Annotated[int, typer.Option(help="Miner processes.")] = 3,
-    epochs: Annotated[int, typer.Option(help="Passes over digits.")] = 3,
+    epochs: Annotated[int, typer.Option(help="Passes over digits.")] = 5,
     batch: Annotated[int, typer.Option(help="Rows per SGD step.")] = 64,
     hidden: Annotated[int, typer.Option(help="Width of the hidden layer.")] = 32,
     lr: Annotated[str, typer.Option(help="Learning rate as exact decimal text.")] = "0.5",
