@@ -205,20 +205,23 @@ def _batch_items(tx_type: str, body: Mapping[str, Any], key: str) -> list[dict[s
     return items
 
 
-def _check_commits(body: Mapping[str, Any]) -> None:
-    for i, item in enumerate(_batch_items(COMMIT_RESULTS, body, "commits")):
-        try:
-            _check_commit(item)
-        except InvalidTransaction as exc:
-            raise _fail(COMMIT_RESULTS, f"commits[{i}]: {exc}") from exc
+def _result_batch(
+    tx_type: str, key: str, check_one: Callable[[Mapping[str, Any]], None]
+) -> Callable[[Mapping[str, Any]], None]:
+    """The stateless check of a result batch: its list, then each item as its single type."""
+
+    def check(body: Mapping[str, Any]) -> None:
+        for i, item in enumerate(_batch_items(tx_type, body, key)):
+            try:
+                check_one(item)
+            except InvalidTransaction as exc:
+                raise _fail(tx_type, f"{key}[{i}]: {exc}") from exc
+
+    return check
 
 
-def _check_reveals(body: Mapping[str, Any]) -> None:
-    for i, item in enumerate(_batch_items(REVEAL_RESULTS, body, "reveals")):
-        try:
-            _check_reveal(item)
-        except InvalidTransaction as exc:
-            raise _fail(REVEAL_RESULTS, f"reveals[{i}]: {exc}") from exc
+_check_commits = _result_batch(COMMIT_RESULTS, "commits", _check_commit)
+_check_reveals = _result_batch(REVEAL_RESULTS, "reveals", _check_reveal)
 
 
 def _check_post_jobs(body: Mapping[str, Any]) -> None:

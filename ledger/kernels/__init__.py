@@ -21,15 +21,16 @@ Ops (see docs/PROTOCOL.md section 4 for the normative text):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from ledger.errors import KernelError
-from ledger.kernels import dense, elementwise, fused, softmax
+from ledger.kernels import elementwise, fused
 from ledger.kernels._meta import JobSpec, Params, TensorMeta, check_meta
 from ledger.kernels.exact import round_shift
+from ledger.kernels.layers import LAYER_OPS, Exec, Infer
 from ledger.tensor import Tensor
 
 __all__ = [
@@ -45,14 +46,8 @@ __all__ = [
 #: Named by every job; bumped whenever any op's output bytes could change.
 KERNEL_VERSION = "exact-v1"
 
-_Infer = Callable[[str, Params, Sequence[TensorMeta]], JobSpec]
-_Exec = Callable[[str, Params, Sequence[TensorMeta], Sequence[np.ndarray]], list[np.ndarray]]
-
-_REGISTRY: dict[str, tuple[_Infer, _Exec]] = {
-    "dense_forward": (dense.infer_dense_forward, dense.dense_forward),
-    "dense_backward": (dense.infer_dense_backward, dense.dense_backward),
-    "dense_backward_params": (dense.infer_dense_backward_params, dense.dense_backward_params),
-    "softmax_xent_grad": (softmax.infer_softmax_xent_grad, softmax.softmax_xent_grad),
+_REGISTRY: dict[str, tuple[Infer, Exec]] = {
+    **LAYER_OPS,
     "add": (elementwise.infer_add, elementwise.add),
     "sgd_update": (elementwise.infer_sgd_update, elementwise.sgd_update),
     "mlp_grad": (fused.infer_mlp_grad, fused.mlp_grad),
@@ -61,7 +56,7 @@ _REGISTRY: dict[str, tuple[_Infer, _Exec]] = {
 OPS: frozenset[str] = frozenset(_REGISTRY)
 
 
-def _lookup(op: object) -> tuple[_Infer, _Exec]:
+def _lookup(op: object) -> tuple[Infer, Exec]:
     if not isinstance(op, str) or op not in _REGISTRY:
         raise KernelError(f"unknown op {op!r}; {KERNEL_VERSION} has {sorted(OPS)}")
     return _REGISTRY[op]

@@ -31,22 +31,13 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ledger.errors import KernelError
-from ledger.kernels import dense, softmax
 from ledger.kernels._meta import JobSpec, Params, TensorMeta
 from ledger.kernels.activation import ACTIVATIONS, MAX_SLOPE_SHIFT
+from ledger.kernels.layers import LAYER_OPS
 from ledger.tensor import MAX_FRAC_BITS
 
 MAX_LAYERS = 7
 """2 + 2L inputs and 1 + 2L outputs stay within a job's 16."""
-
-_Infer = Callable[[str, Params, Sequence[TensorMeta]], JobSpec]
-_Exec = Callable[[str, Params, Sequence[TensorMeta], Sequence[np.ndarray]], list[np.ndarray]]
-_PARTS: dict[str, tuple[_Infer, _Exec]] = {
-    "dense_forward": (dense.infer_dense_forward, dense.dense_forward),
-    "dense_backward": (dense.infer_dense_backward, dense.dense_backward),
-    "dense_backward_params": (dense.infer_dense_backward_params, dense.dense_backward_params),
-    "softmax_xent_grad": (softmax.infer_softmax_xent_grad, softmax.softmax_xent_grad),
-}
 
 T = TypeVar("T")
 Evaluate = Callable[[str, dict[str, Any], list[T]], list[T]]
@@ -102,7 +93,7 @@ def infer_mlp_grad(op: str, params: Params, inputs: Sequence[TensorMeta]) -> Job
     def evaluate(name: str, sub: dict[str, Any], ins: list[TensorMeta]) -> list[TensorMeta]:
         nonlocal macs
         try:
-            spec = _PARTS[name][0](name, Params(name, sub), ins)
+            spec = LAYER_OPS[name][0](name, Params(name, sub), ins)
         except KernelError as exc:
             raise KernelError(f"{op}: {exc}") from exc
         macs += spec.macs
@@ -118,7 +109,7 @@ def mlp_grad(
     Pair = tuple[TensorMeta, np.ndarray]
 
     def evaluate(name: str, sub: dict[str, Any], ins: list[Pair]) -> list[Pair]:
-        infer_fn, exec_fn = _PARTS[name]
+        infer_fn, exec_fn = LAYER_OPS[name]
         in_metas = [m for m, _ in ins]
         spec = infer_fn(name, Params(name, sub), in_metas)
         outs = exec_fn(name, Params(name, sub), in_metas, [a for _, a in ins])
