@@ -34,6 +34,23 @@ class RawResponse:
         return self.content.decode("utf-8", "replace")
 
 
+async def open_nodelay(
+    host: str, port: int, netloc: str, timeout_s: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection with TCP_NODELAY (no Nagle wait on small writes); connection failures
+    raised as httpx's ConnectTimeout / ConnectError, like the httpx clients beside it."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+    except TimeoutError as exc:
+        raise httpx.ConnectTimeout(f"connecting to {netloc} timed out") from exc
+    except OSError as exc:
+        raise httpx.ConnectError(f"cannot connect to {netloc}: {exc}") from exc
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return reader, writer
+
+
 class RawHttpClient:
     """POST to one origin over a kept-alive TCP connection with TCP_NODELAY."""
 
@@ -50,18 +67,9 @@ class RawHttpClient:
         self._writer: asyncio.StreamWriter | None = None
 
     async def _connect(self) -> None:
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.connect_timeout_s
-            )
-        except TimeoutError as exc:
-            raise httpx.ConnectTimeout(f"connecting to {self.netloc} timed out") from exc
-        except OSError as exc:
-            raise httpx.ConnectError(f"cannot connect to {self.netloc}: {exc}") from exc
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._reader, self._writer = reader, writer
+        self._reader, self._writer = await open_nodelay(
+            self.host, self.port, self.netloc, self.connect_timeout_s
+        )
 
     async def post(self, path: str, *, content: bytes, headers: dict[str, str]) -> RawResponse:
         """POST `content` to `path`; one retry on a fresh connection if a kept-alive one was

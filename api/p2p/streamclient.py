@@ -14,10 +14,11 @@ Errors are httpx's exception types, as in `api.p2p.rawhttp`.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 
 import httpx
+
+from api.p2p.rawhttp import open_nodelay
 
 #: Largest refusal body read (an `ErrorBody`).
 MAX_REFUSAL = 64 << 10
@@ -47,17 +48,7 @@ class PeerStream:
         self, path: str, headers: dict[str, str], on_break: Callable[[], None] | None = None
     ) -> None:
         """Connect and start the stream; `on_break` is called once if it later breaks."""
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(self.host, self.port), self.timeout_s
-            )
-        except TimeoutError as exc:
-            raise httpx.ConnectTimeout(f"connecting to {self.netloc} timed out") from exc
-        except OSError as exc:
-            raise httpx.ConnectError(f"cannot connect to {self.netloc}: {exc}") from exc
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        reader, writer = await open_nodelay(self.host, self.port, self.netloc, self.timeout_s)
         self._reader, self._writer = reader, writer
         head = [f"POST {path} HTTP/1.1", f"Host: {self.netloc}", "Transfer-Encoding: chunked"]
         head.extend(f"{name}: {value}" for name, value in headers.items())
