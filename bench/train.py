@@ -22,8 +22,9 @@ processes, PBFT over HTTP, SQLite ledgers):
 
 Posting (scaling, saturation) is paced by what the chain takes, not by a timer: chunks of `CHUNK`
 jobs, as `post_jobs` txs of `POST_BATCH` jobs each, go out while fewer than `WINDOW` post txs wait
-uncommitted (the poster's committed nonce is read back from the node). One huge block of post_jobs stalls the primary past its view-change
-timeout; a timer-paced chunk either caps the offered load or outruns the chain.
+uncommitted (the poster's committed nonce is read back from the node). One huge block of jobs
+stalls the primary past its view-change timeout; a timer-paced chunk either caps the offered load
+or outruns the chain.
 
 The machine is shared; the load average is printed with the figures.
 """
