@@ -23,7 +23,9 @@ Jobs are labelled `r<round>/<plan label>` (e.g. `r12/bwd1/s0`), one round per `r
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +52,8 @@ from ledger.transactions import (
     tensor_input,
 )
 from miner.client import NodeClient
+
+log = logging.getLogger(__name__)
 
 UPLOAD_CONCURRENCY = 8
 TX_BATCH = 500
@@ -87,6 +91,8 @@ class NetworkTotals:
     jobs: int = 0
     seconds: float = 0.0
     height: int = 0
+    disagreements: int = 0
+    """Read-backs where a node's settled outputs differed from what f + 1 others answered."""
 
     @property
     def jobs_per_s(self) -> float:
@@ -125,6 +131,10 @@ class NetworkRunner:
         self.loop = asyncio.new_event_loop()
         # Generous: a view change after a crash can leave every node slow to answer for seconds.
         self.client = NodeClient(urls, transport=transport, attempts=20)
+        self.witnesses = {url: NodeClient([url], transport=transport, attempts=2) for url in urls}
+        """One client per node, to confirm settled outputs with other validators."""
+        self.quorum = 1
+        """Matching answers needed on settled outputs: f + 1 of the genesis validators."""
         self.chain_id = ""
         self.nonce: int | None = None
         self.round = 0
@@ -141,6 +151,8 @@ class NetworkRunner:
     def close(self) -> None:
         if not self.loop.is_closed():
             self.loop.run_until_complete(self.client.aclose())
+            for witness in self.witnesses.values():
+                self.loop.run_until_complete(witness.aclose())
             self.loop.close()
 
     def __enter__(self) -> NetworkRunner:
@@ -157,6 +169,17 @@ class NetworkRunner:
             status = await self.client.status()
             self.chain_id = str(status["chain_id"])
             self.totals.height = int(status["height"])
+            validators = await self.client.get_json("/validators")
+            n = len(validators["validators"])
+            self.quorum = (n - 1) // 3 + 1
+            if len(self.witnesses) < self.quorum:
+                log.warning(
+                    "%d node URL(s) for %d validators: settled outputs are confirmed by fewer "
+                    "than f + 1 = %d of them",
+                    len(self.witnesses),
+                    n,
+                    self.quorum,
+                )
 
     # ------------------------------------------------------------------------------ JobRunner
 
@@ -384,7 +407,7 @@ class NetworkRunner:
                     f"{open_} job(s) not settled after {self.wait_timeout_s:.0f} s (are miners "
                     "running?)"
                 )
-        by_id = {j["id"]: j for j in answer["jobs"]}
+        by_id = await self._confirmed(ids, {j["id"]: j for j in answer["jobs"]})
         fetch: list[tuple[int, int, str]] = []
         for n in missing:
             record = by_id[posted[n]]
@@ -415,6 +438,51 @@ class NetworkRunner:
         for n, i, tensor in got:
             values[n][i] = tensor
         return int(answer["height"])
+
+    async def _confirmed(
+        self, ids: list[str], first: dict[str, dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """The final records of `ids` as f + 1 validators report them.
+
+        One node's answer is not evidence: a Byzantine node could name other output hashes (and
+        serve tensors matching them). Other nodes are asked until f + 1 answers agree on every
+        job's status and outputs (the first answer counts); one that disagrees is counted in
+        `totals.disagreements` and the agreed answer is used. No f + 1 agreement → LedgerError.
+        """
+
+        def key(records: dict[str, dict[str, Any]]) -> tuple[Any, ...]:
+            return tuple((records[i]["status"], tuple(records[i]["outputs"] or ())) for i in ids)
+
+        need = min(self.quorum, len(self.witnesses))
+        answers: list[dict[str, dict[str, Any]]] = [first]
+
+        def agreed() -> dict[str, dict[str, Any]] | None:
+            counts = Counter(key(records) for records in answers)
+            best, votes = counts.most_common(1)[0]
+            if votes < need:
+                return None
+            if len(counts) > 1:
+                self.totals.disagreements += 1
+                log.warning("a node's settled outputs differ from f + 1 others; using theirs")
+            return next(records for records in answers if key(records) == best)
+
+        first_url = self.client.url
+        for url, witness in [(None, None), *self.witnesses.items()]:
+            if witness is not None and url != first_url:
+                try:
+                    reply = await witness.results(ids, wait=min(10.0, self.wait_timeout_s))
+                except LedgerError as exc:
+                    log.info("node %s could not confirm settled outputs: %s", url, exc)
+                    continue
+                if reply["done"]:
+                    answers.append({j["id"]: j for j in reply["jobs"]})
+            result = agreed()
+            if result is not None:
+                return result
+        raise LedgerError(
+            f"validators disagree on the settled outputs of {len(ids)} job(s): no {need} "
+            f"matching answers among {len(answers)}"
+        )
 
     async def _check_posted(self, unknown: list[str]) -> None:
         """Called after a whole long-poll without these jobs appearing. A post_job the node we

@@ -47,6 +47,8 @@ class NetworkTrainResult:
     jobs: int
     seconds: float
     height: int
+    disagreements: int = 0
+    """Read-backs where a node's settled outputs differed from f + 1 other validators'."""
 
 
 def default_run_name(config: TrainConfig) -> str:
@@ -133,4 +135,5 @@ def train_network(
         jobs=totals.jobs,
         seconds=totals.seconds,
         height=totals.height,
+        disagreements=totals.disagreements,
     )

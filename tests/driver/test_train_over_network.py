@@ -3,6 +3,7 @@ identical to `--local`, every epoch is checkpointed, and `layerchain replay` re-
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
+import httpx
 import pytest
 
 from driver.devnet import Devnet, start_devnet
@@ -149,3 +151,42 @@ def test_replay_detects_a_tampered_tensor_store(
     finally:
         store.close()
         path0.write_bytes(blob0)
+
+
+class LyingNode(httpx.AsyncBaseTransport):
+    """Real HTTP to the devnet, except that one node lies: its answers to `POST /work/results`
+    name other output hashes for every settled job (a Byzantine validator)."""
+
+    def __init__(self, liar: str) -> None:
+        self.real = httpx.AsyncHTTPTransport()
+        self.liar = httpx.URL(liar)
+        self.lies = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.real.handle_async_request(request)
+        if (request.url.host, request.url.port) != (self.liar.host, self.liar.port) or (
+            not request.url.path.endswith("/work/results")
+        ):
+            return response
+        await response.aread()
+        body = json.loads(response.content)
+        for job in body["jobs"]:
+            if job["outputs"]:
+                job["outputs"] = [("0" if h[0] != "0" else "1") + h[1:] for h in job["outputs"]]
+                self.lies += 1
+        return httpx.Response(response.status_code, json=body, request=request)
+
+    async def aclose(self) -> None:
+        await self.real.aclose()
+
+
+def test_a_lying_node_cannot_feed_the_driver_wrong_outputs(devnet: Devnet) -> None:
+    """The driver's first node names false output hashes for every settled job; the driver
+    confirms every read-back with f + 1 validators, uses their answer, and trains the bytes
+    `--local` trains."""
+    config = replace(CONFIG, epochs=1, batch=1024)
+    liar = LyingNode(devnet.urls[0])
+    trained = train_network(config, devnet.urls, devnet.client_key, run="test-liar", transport=liar)
+    assert liar.lies > 0
+    assert trained.disagreements >= 1
+    assert trained.result.weights_hash == train(config, LocalRunner()).weights_hash
