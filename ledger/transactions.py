@@ -275,26 +275,40 @@ def batch_job_id(tx_hash: str, index: int) -> str:
     return digest({"index": index, "post_jobs": tx_hash})
 
 
+def job_bodies(tx_type: str, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The post_job bodies a tx of this type and body creates jobs from ([] for other types)."""
+    if tx_type == POST_JOB:
+        return [dict(body)]
+    if tx_type == POST_JOBS:
+        return list(body["jobs"])
+    return []
+
+
 def posted_jobs(tx: Tx) -> list[tuple[str, dict[str, Any]]]:
     """(job id, post_job body) of every job a tx creates: a post_job's own hash, or each item of
     a post_jobs with `batch_job_id`; [] for other types."""
+    bodies = job_bodies(tx.type, tx.body)
     if tx.type == POST_JOB:
-        return [(tx.hash, tx.body)]
-    if tx.type == POST_JOBS:
-        return [(batch_job_id(tx.hash, i), job) for i, job in enumerate(tx.body["jobs"])]
+        return [(tx.hash, bodies[0])]
+    return [(batch_job_id(tx.hash, i), job) for i, job in enumerate(bodies)]
+
+
+def result_items_of(tx_type: str, body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The per-job items of a result tx of this type and body (e.g. a stored row): the body of a
+    single commit/reveal/submit, the list of a batch; [] for any other type. Each item has
+    `job_id` (and the type's other fields)."""
+    if tx_type in (COMMIT_RESULT, REVEAL_RESULT, SUBMIT_RESULT):
+        return [dict(body)]
+    if tx_type == COMMIT_RESULTS:
+        return list(body["commits"])
+    if tx_type == REVEAL_RESULTS:
+        return list(body["reveals"])
     return []
 
 
 def result_items(tx: Tx) -> list[dict[str, Any]]:
-    """The per-job items of a result tx: its body for a single commit/reveal/submit, the list
-    for a batch; [] for any other type. Each item has `job_id` (and the type's other fields)."""
-    if tx.type in (COMMIT_RESULT, REVEAL_RESULT, SUBMIT_RESULT):
-        return [tx.body]
-    if tx.type == COMMIT_RESULTS:
-        return list(tx.body["commits"])
-    if tx.type == REVEAL_RESULTS:
-        return list(tx.body["reveals"])
-    return []
+    """`result_items_of` a parsed tx."""
+    return result_items_of(tx.type, tx.body)
 
 
 # --------------------------------------------------------------------------- the envelope

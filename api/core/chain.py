@@ -27,16 +27,7 @@ from ledger.genesis import Genesis
 from ledger.state import State
 from ledger.store import Head, Store
 from ledger.tensorstore import TensorStore
-from ledger.transactions import (
-    POST_JOB,
-    POST_JOBS,
-    REVEAL_RESULT,
-    REVEAL_RESULTS,
-    SUBMIT_RESULT,
-    Tx,
-    check_signature,
-    result_items,
-)
+from ledger.transactions import Tx, check_signature, job_bodies, result_items
 
 #: How long a proposer holds a tx whose nonce is ahead of its sender's next one (the gap may be
 #: gossip still on its way). Well under the view timeout: a tx held longer looks censored.
@@ -50,12 +41,9 @@ def referenced_tensors(tx: Tx) -> list[str]:
     A validator votes for a block only when it holds all of them (tensor replication), so every
     honest validator can re-execute any job of the block later.
     """
-    if tx.type in (POST_JOB, POST_JOBS):
-        bodies = tx.body["jobs"] if tx.type == POST_JOBS else [tx.body]
-        return [ref["tensor"] for job in bodies for ref in job["inputs"] if "tensor" in ref]
-    if tx.type in (REVEAL_RESULT, SUBMIT_RESULT, REVEAL_RESULTS):
-        return [h for item in result_items(tx) for h in item["outputs"]]
-    return []
+    inputs = [ref for job in job_bodies(tx.type, tx.body) for ref in job["inputs"]]
+    outputs = [h for item in result_items(tx) for h in item.get("outputs", ())]
+    return [ref["tensor"] for ref in inputs if "tensor" in ref] + outputs
 
 
 def _relax_sqlite_sync(engine: Engine) -> None:

@@ -26,7 +26,15 @@ from api.routes import verify as verify_route
 from ledger.errors import LedgerError
 from ledger.merkle import merkle_root
 from ledger.state import JOB_STATUSES
-from ledger.transactions import POST_JOBS, Tx, check_signature, posted_jobs
+from ledger.transactions import (
+    COMMIT_RESULTS,
+    POST_JOBS,
+    REVEAL_RESULTS,
+    Tx,
+    check_signature,
+    posted_jobs,
+    result_items,
+)
 
 TEMPLATES = Jinja2Templates(directory=str(FsPath(__file__).parent / "templates"))
 T = TypeVar("T")
@@ -188,11 +196,14 @@ async def tx_detail(
     if isinstance(found, HTMLResponse):
         return found
     signature_ok, problem = True, None
-    job_ids: list[str] = []
+    batch_jobs: list[str] = []
+    batch_what = ""
     try:
         tx = Tx.from_dict(found.tx)
         if tx.type == POST_JOBS:
-            job_ids = [job_id for job_id, _ in posted_jobs(tx)]
+            batch_jobs, batch_what = [job_id for job_id, _ in posted_jobs(tx)], "jobs posted"
+        elif tx.type in (COMMIT_RESULTS, REVEAL_RESULTS):
+            batch_jobs, batch_what = [item["job_id"] for item in result_items(tx)], "results"
         check_signature(tx, node.genesis.chain_id)
     except LedgerError as exc:
         signature_ok, problem = False, str(exc)
@@ -200,7 +211,8 @@ async def tx_detail(
         request,
         "tx.html",
         found=found,
-        job_ids=job_ids,
+        batch_jobs=batch_jobs,
+        batch_what=batch_what,
         signature_ok=signature_ok,
         signature_problem=problem,
         api=f"/api/v1/txs/{tx_hash}",

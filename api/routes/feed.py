@@ -25,7 +25,7 @@ from api.routes.jobs import JobOut, ResultOut, Status, job_out
 from ledger import schema
 from ledger.state import Job
 from ledger.store import Store
-from ledger.transactions import RESULT_TYPES
+from ledger.transactions import RESULT_TYPES, result_items_of
 
 router = APIRouter(prefix="/feed", tags=["feed"])
 
@@ -119,12 +119,6 @@ async def account_txs(
     return TxFeed(txs=rows, next_before=nxt)
 
 
-def _names_job(body: dict[str, Any], job_id: str) -> bool:
-    """True when a result tx body (single or batched) has an item for `job_id`."""
-    items = body.get("commits") or body.get("reveals") or [body]
-    return any(item.get("job_id") == job_id for item in items)
-
-
 def job_result_txs(store: Store, job: Job, head: int) -> list[TxRow]:
     """The commit / reveal / submit txs sent for `job` by the miners who have a result on it.
 
@@ -169,7 +163,7 @@ def job_result_txs(store: Store, job: Job, head: int) -> list[TxRow]:
             message=row.message,
         )
         for row in rows
-        if _names_job(json.loads(row.body), job.id)
+        if any(i["job_id"] == job.id for i in result_items_of(row.type, json.loads(row.body)))
     ]
 
 
