@@ -454,35 +454,29 @@ class NetworkRunner:
             return tuple((records[i]["status"], tuple(records[i]["outputs"] or ())) for i in ids)
 
         need = min(self.quorum, len(self.witnesses))
-        answers: list[dict[str, dict[str, Any]]] = [first]
-
-        def agreed() -> dict[str, dict[str, Any]] | None:
+        answers = [first]
+        others = [w for url, w in self.witnesses.items() if url != self.client.url]
+        while True:
             counts = Counter(key(records) for records in answers)
             best, votes = counts.most_common(1)[0]
-            if votes < need:
-                return None
-            if len(counts) > 1:
-                self.totals.disagreements += 1
-                log.warning("a node's settled outputs differ from f + 1 others; using theirs")
-            return next(records for records in answers if key(records) == best)
-
-        first_url = self.client.url
-        for url, witness in [(None, None), *self.witnesses.items()]:
-            if witness is not None and url != first_url:
-                try:
-                    reply = await witness.results(ids, wait=min(10.0, self.wait_timeout_s))
-                except LedgerError as exc:
-                    log.info("node %s could not confirm settled outputs: %s", url, exc)
-                    continue
-                if reply["done"]:
-                    answers.append({j["id"]: j for j in reply["jobs"]})
-            result = agreed()
-            if result is not None:
-                return result
-        raise LedgerError(
-            f"validators disagree on the settled outputs of {len(ids)} job(s): no {need} "
-            f"matching answers among {len(answers)}"
-        )
+            if votes >= need:
+                if len(counts) > 1:
+                    self.totals.disagreements += 1
+                    log.warning("a node's settled outputs differ from f + 1 others; using theirs")
+                return next(records for records in answers if key(records) == best)
+            if not others:
+                raise LedgerError(
+                    f"validators disagree on the settled outputs of {len(ids)} job(s): no "
+                    f"{need} matching answers among {len(answers)}"
+                )
+            witness = others.pop(0)
+            try:
+                reply = await witness.results(ids, wait=min(10.0, self.wait_timeout_s))
+            except LedgerError as exc:
+                log.info("node %s could not confirm settled outputs: %s", witness.url, exc)
+                continue
+            if reply["done"]:
+                answers.append({j["id"]: j for j in reply["jobs"]})
 
     async def _check_posted(self, unknown: list[str]) -> None:
         """Called after a whole long-poll without these jobs appearing. A post_job the node we

@@ -19,7 +19,7 @@ from ledger.errors import InvalidTransaction, LedgerError
 from ledger.identity import Keypair
 from ledger.transactions import TRANSFER, Tx, sign_tx, transfer_body
 from miner.client import NodeClient
-from miner.merging import Merged, merge
+from miner.merging import merge
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +28,11 @@ MAX_BATCH = 500
 _Item = tuple[str, dict[str, Any], "asyncio.Future[Tx]"]
 
 
-def _unmerged(batch: list[_Item]) -> list[Merged[asyncio.Future[Tx]]]:
-    return [Merged(tx_type, body, [future]) for tx_type, body, future in batch]
-
-
 class TxSender:
     """Queue, sign and submit one key's txs in nonce order (see the module docstring)."""
 
-    def __init__(
-        self, client: NodeClient, key: Keypair, chain_id: str, *, merge_results: bool = True
-    ) -> None:
+    def __init__(self, client: NodeClient, key: Keypair, chain_id: str) -> None:
         self.client = client
-        self.merge_results = merge_results
-        """Send runs of single-job results as one batch tx (False: each as its own tx)."""
         self.key = key
         self.chain_id = chain_id
         self.nonce: int | None = None
@@ -110,7 +102,7 @@ class TxSender:
     ) -> None:
         nonce = await self._next_nonce()
         live: list[tuple[list[asyncio.Future[Tx]], Tx]] = []
-        for merged in merge(batch) if self.merge_results else _unmerged(batch):
+        for merged in merge(batch):
             try:
                 tx = sign_tx(
                     self.key, self.chain_id, merged.tx_type, nonce + len(live), merged.body
