@@ -84,6 +84,14 @@ class TensorStore:
         """The wire-format bytes, verified against the hash (raises MissingTensor if absent)."""
         return self._read(tensor_hash)[0]
 
+    def get_unverified_bytes(self, tensor_hash: str) -> bytes | None:
+        """The stored bytes as they are, or None: for forwarding to a peer, which parses and
+        hash-checks whatever it receives (checking here too would do that work twice)."""
+        try:
+            return self.path(tensor_hash).read_bytes()
+        except FileNotFoundError:
+            return None
+
     def get(self, tensor_hash: str) -> Tensor:
         """The tensor, verified against its hash (raises MissingTensor if absent)."""
         return self._read(tensor_hash)[1]

@@ -559,7 +559,7 @@ _BODY_RULES: dict[str, tuple[dict[str, Callable[[Any], bool]], set[str]]] = {
         set(),
     ),
     "submit_result": ({"job_id": lambda v: _is_hex(v, 64), "outputs": _hashes}, set()),
-    "post_jobs": ({"jobs": lambda v: _post_jobs(v)}, set()),
+    "post_jobs": ({"jobs": lambda v: _batch(v, "post_job", distinct_jobs=False)}, set()),
     "commit_results": ({"commits": lambda v: _batch(v, "commit_result")}, set()),
     "reveal_results": ({"reveals": lambda v: _batch(v, "reveal_result")}, set()),
     "checkpoint": (
@@ -574,8 +574,8 @@ _BODY_RULES: dict[str, tuple[dict[str, Callable[[Any], bool]], set[str]]] = {
 }
 
 
-def _batch(items: Any, single: str) -> bool:
-    """§5.3 batches: 1 to 64 bodies of the single-job type, no job id twice."""
+def _batch(items: Any, single: str, distinct_jobs: bool = True) -> bool:
+    """§5.3 batches: 1 to 64 bodies of the single-job type; result batches name no job twice."""
     if not isinstance(items, list) or not 1 <= len(items) <= 64:
         return False
     try:
@@ -583,19 +583,7 @@ def _batch(items: Any, single: str) -> bool:
             check_body(single, item)
     except VerifyError:
         return False
-    return len({item["job_id"] for item in items}) == len(items)
-
-
-def _post_jobs(items: Any) -> bool:
-    """§5.3 post_jobs: 1 to 64 post_job bodies."""
-    if not isinstance(items, list) or not 1 <= len(items) <= 64:
-        return False
-    try:
-        for item in items:
-            check_body("post_job", item)
-    except VerifyError:
-        return False
-    return True
+    return not distinct_jobs or len({item["job_id"] for item in items}) == len(items)
 
 
 def check_body(tx_type: str, body: Any) -> None:
