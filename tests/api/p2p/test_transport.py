@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 import httpx
 
@@ -19,6 +20,18 @@ from ledger.identity import Keypair
 
 A = Keypair.from_seed(b"A" * 32)
 B = Keypair.from_seed(b"B" * 32)
+
+
+def _link(handler: Callable[[httpx.Request], httpx.Response], batch_max: int) -> PeerLink:
+    """A link from A to B whose lanes talk to `handler` (the peer's side of the wire)."""
+    link = PeerLink(
+        address=B.address, url="http://peer", key=A, chain_id="c", batch_max=batch_max, timeout_s=1
+    )
+    for lane in link.lanes:
+        lane.client = httpx.AsyncClient(
+            base_url="http://peer", transport=httpx.MockTransport(handler)
+        )
+    return link
 
 
 def test_batch_signature_binds_sender_chain_and_bytes() -> None:
@@ -46,13 +59,7 @@ def test_link_batches_queued_items_into_posts_signing_those_with_txs() -> None:
         return httpx.Response(200, json={"consensus": 0, "txs": 0})
 
     async def run() -> None:
-        link = PeerLink(
-            address=B.address, url="http://peer", key=A, chain_id="c", batch_max=3, timeout_s=1
-        )
-        for lane in link.lanes:
-            lane.client = httpx.AsyncClient(
-                base_url="http://peer", transport=httpx.MockTransport(handler)
-            )
+        link = _link(handler, batch_max=3)
         for i in range(4):
             link.send_tx({"n": i})
         link.send_consensus({"type": "prepare"})
@@ -74,13 +81,7 @@ def test_dead_peer_is_marked_down_and_its_queue_dropped() -> None:
         raise httpx.ConnectError("refused", request=request)
 
     async def run() -> PeerLink:
-        link = PeerLink(
-            address=B.address, url="http://peer", key=A, chain_id="c", batch_max=1, timeout_s=1
-        )
-        for lane in link.lanes:
-            lane.client = httpx.AsyncClient(
-                base_url="http://peer", transport=httpx.MockTransport(handler)
-            )
+        link = _link(handler, batch_max=1)
         for i in range(5):
             link.send_tx({"n": i})
         link.start()
