@@ -64,6 +64,16 @@ class Settings(BaseSettings):
             "are event-loop timers, so this only bounds the staleness of an idle clock)."
         ),
     )
+    partner_wait_s: float = Field(
+        default=0.008,
+        ge=0,
+        le=1,
+        description=(
+            "As primary, hold a block of lone replica results (commitments or reveals that "
+            "complete no job) this long for their partners, so r miners' results share a block "
+            "(api/core/partners.py); 0 proposes at once."
+        ),
+    )
     p2p_batch_max: int = Field(default=2000, ge=1, description="Most items in one p2p POST.")
     p2p_stream: bool = Field(
         default=True,

@@ -25,6 +25,7 @@ from api.core.errors import NodeBusy, NonceUsed
 from api.core.events import EventHub
 from api.core.mempool import Mempool, NonceQueue
 from api.core.metrics import NodeMetrics
+from api.core.partners import partner_wait
 from api.core.peers import Peers
 from api.core.trace import trace
 from api.core.wal import ConsensusWal
@@ -471,11 +472,22 @@ class Node:
         proposer: str,
         time_ms: int,
     ) -> ConsensusBlock | None:
+        candidates = [tx for _, tx in txs if tx.sender not in self.censored]
+        wait = partner_wait(
+            candidates,
+            self.chain.state.jobs,
+            lambda tx: self._admitted.get(tx.hash, 0.0),
+            time.monotonic(),
+            self.settings.partner_wait_s,
+        )
+        if wait > 0:
+            self._nudge_later(wait)  # or sooner: a partner's arrival proposes again
+            return None
         block = self.chain.propose(
             height,
             view,
             prev_hash,
-            [tx for _, tx in txs if tx.sender not in self.censored],
+            candidates,
             proposer,
             time_ms,
             self._held_since,
@@ -506,15 +518,19 @@ class Node:
         return max(self._admitted.get(tx.hash, 0.0), self._inbox_quiet_since)
 
     def _nudge_later(self, delay_s: float = 0.05) -> None:
+        """Feed the core `AppReady` in `delay_s` (or at the earlier nudge already set)."""
+        loop = asyncio.get_running_loop()
         if self._nudge is not None:
-            return
+            if self._nudge.when() <= loop.time() + delay_s:
+                return
+            self._nudge.cancel()
 
         def nudge() -> None:
             self._nudge = None
             if self.driver is not None:
                 self.driver.feed([AppReady(self.chain.height)])
 
-        self._nudge = asyncio.get_running_loop().call_later(delay_s, nudge)
+        self._nudge = loop.call_later(delay_s, nudge)
 
     def check(self, block: Any, view: int, proposer: str) -> Verdict:
         if not isinstance(block, ConsensusBlock):
