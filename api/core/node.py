@@ -179,7 +179,7 @@ class Node:
             committed_height=height,
             committed_hashes=hashes,
         )
-        self.driver = ConsensusDriver(self.replica, self)
+        self.driver = ConsensusDriver(self.replica, self, flush_in_thread=self.settings.fsync)
         self._client = httpx.AsyncClient(
             timeout=self.settings.p2p_timeout_s, transport=nodelay_transport()
         )

@@ -10,6 +10,10 @@ and `flush()` fsyncs once for everything appended since the last flush (group co
 node pays one fsync per batch of messages rather than one per message. On open, a torn or corrupt
 tail (a crash in the middle of an append) is cut off: those records were never flushed, so nothing
 that depends on them was ever sent.
+
+`flush()` may run in another thread while the event loop goes on appending (the node's consensus
+driver fsyncs off the loop): it makes durable at least every record appended before it started,
+and a record appended during it is left for the next flush, never counted as durable.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 from typing import Any
@@ -37,7 +42,12 @@ class ConsensusWal:
         self.records: list[Any] = []
         self._load()
         self._file = open(path, "ab", buffering=0)  # noqa: SIM115 - lives as long as the node
-        self._pending = 0
+        self._appended = 0
+        """Records appended so far (written by the appending thread only)."""
+        self._durable = 0
+        """Of those, how many a finished fsync covers (written under `_lock`)."""
+        self._lock = threading.Lock()
+        """Held while fsyncing or replacing the file: a flush never fsyncs a closed file."""
 
     def _load(self) -> None:
         if not self.path.exists():
@@ -67,14 +77,21 @@ class ConsensusWal:
         if len(payload) > MAX_RECORD:
             raise StoreError(f"consensus record of {len(payload)} bytes is too large to persist")
         self._file.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
-        self._pending += 1
+        self._appended += 1
+
+    @property
+    def unflushed(self) -> int:
+        """Records appended but not yet covered by a finished fsync."""
+        return self._appended - self._durable
 
     def flush(self) -> None:
-        """Make every appended record durable (one fsync)."""
-        if self._pending:
-            if self.fsync:
-                os.fsync(self._file.fileno())
-            self._pending = 0
+        """Make every record appended before this call durable (one fsync; thread-safe)."""
+        with self._lock:
+            target = self._appended
+            if target > self._durable:
+                if self.fsync:
+                    os.fsync(self._file.fileno())
+                self._durable = target
 
     def rewrite(self, records: list[Any]) -> None:
         """Replace the log by `records` atomically (compaction after a stable checkpoint)."""
@@ -85,15 +102,16 @@ class ConsensusWal:
                 handle.write(_HEADER.pack(len(payload), zlib.crc32(payload)) + payload)
             handle.flush()
             os.fsync(handle.fileno())
-        self._file.close()
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
-        self._pending = 0
+        with self._lock:
+            self._file.close()
+            os.replace(tmp, self.path)
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+            self._file = open(self.path, "ab", buffering=0)  # noqa: SIM115
+            self._durable = self._appended
 
     def close(self) -> None:
         self.flush()

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 from api.core.wal import ConsensusWal
 
@@ -56,3 +59,28 @@ def test_rewrite_compacts(tmp_path: Path) -> None:
     wal.append({"n": 10})
     wal.close()
     assert ConsensusWal(tmp_path / "c.wal").records == [{"n": 9}, {"n": 10}]
+
+
+def test_flush_counts_only_what_was_appended_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver fsyncs in a thread while the loop appends: a record appended while an fsync
+    is in progress is not covered by it and must not be taken as durable."""
+    wal = ConsensusWal(tmp_path / "wal")
+    wal.append({"a": 1})
+    wal.append({"a": 2})
+    assert wal.unflushed == 2
+    real_fsync = os.fsync
+
+    def fsync_while_the_loop_appends(fd: int) -> None:
+        wal.append({"a": 3})  # lands mid-fsync
+        real_fsync(fd)
+
+    monkeypatch.setattr("api.core.wal.os.fsync", fsync_while_the_loop_appends)
+    wal.flush()
+    assert wal.unflushed == 1
+    monkeypatch.setattr("api.core.wal.os.fsync", real_fsync)
+    wal.flush()
+    assert wal.unflushed == 0
+    wal.close()
+    assert [r["a"] for r in ConsensusWal(tmp_path / "wal").records] == [1, 2, 3]

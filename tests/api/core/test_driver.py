@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from typing import Any
 
 from api.core.driver import ConsensusDriver
@@ -129,3 +130,82 @@ def test_a_failing_core_step_does_not_kill_the_driver() -> None:
     driver = ConsensusDriver(Broken(), RecordingHost())
     driver.feed([ClientTx("h", None)])
     assert driver.errors == 1
+
+
+class GatedHost(RecordingHost):
+    """A host whose flush (run in the driver's flush thread) blocks until the test opens the
+    gate, and which records whether each send came after a finished flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.durable = 0
+        self.persisted = 0
+
+    def persist(self, record: Any) -> None:
+        super().persist(record)
+        self.persisted += 1
+
+    def flush(self) -> None:
+        target = self.persisted
+        assert threading.current_thread() is not threading.main_thread()
+        assert self.gate.wait(5)
+        self.durable = target
+        self.calls.append(("flush", None))
+
+    def send(self, to: str, msg: Any) -> None:
+        assert self.durable == self.persisted, "sent before what it depends on was durable"
+        super().send(to, msg)
+
+    def broadcast(self, msg: Any) -> None:
+        assert self.durable == self.persisted, "sent before what it depends on was durable"
+        super().broadcast(msg)
+
+
+def test_flush_in_thread_holds_every_later_action_until_the_fsync_is_done() -> None:
+    async def run() -> tuple[list[str], list[str], Any]:
+        core = ScriptedCore(
+            {
+                ClientTx: [Persist("vote"), Broadcast("prepare"), SetTimer("view", 5000)],
+                TimerFired: [Send("peer", "late"), Persist("vote-2"), Broadcast("commit")],
+            }
+        )
+        host = GatedHost()
+        driver = ConsensusDriver(core, host, now_ms=lambda: 1, flush_in_thread=True)
+        driver.feed([ClientTx("h", None)])
+        driver.feed([TimerFired("x")])  # stepped at once; its actions queue behind the flush
+        await asyncio.sleep(0.05)
+        while_flushing = [n for n, _ in host.calls]
+        stepped = [type(e).__name__ for e in core.seen]
+        host.gate.set()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if len(host.calls) >= 6:
+                break
+        driver.cancel_all()
+        return while_flushing, stepped, host
+
+    while_flushing, stepped, host = asyncio.run(run())
+    assert while_flushing == ["persist"]  # the event loop was free; nothing was sent
+    assert stepped.count("ClientTx") == 1 and stepped.count("TimerFired") == 1
+    assert [n for n, _ in host.calls] == [
+        "persist",
+        "flush",
+        "broadcast",
+        "send",
+        "persist",
+        "flush",
+        "broadcast",
+    ]
+
+
+def test_flush_in_thread_lets_actions_without_persists_through_at_once() -> None:
+    async def run() -> list[str]:
+        core = ScriptedCore({ClientTx: [Broadcast("status"), Send("peer", "reply")]})
+        host = GatedHost()  # gate closed: a flush would hang this test
+        driver = ConsensusDriver(core, host, flush_in_thread=True)
+        driver.feed([ClientTx("h", None)])
+        driver.cancel_all()
+        return [n for n, _ in host.calls]
+
+    assert asyncio.run(run()) == ["broadcast", "send"]
