@@ -1,5 +1,6 @@
 """`GET /work`: open jobs assigned to r of the active miners by rendezvous hashing, stealing from
-deep queues, reveals-only polls; `GET /work/tensors`: several tensors in one framed answer."""
+deep queues, reveals-only polls; `GET /work/tensors`: several tensors in one framed answer;
+`POST /work/results`: statuses and outputs of many jobs, long-polled until all are final."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from ledger.tensor import Tensor
 from ledger.transactions import (
     COMMIT_RESULT,
     POST_JOB,
+    REVEAL_RESULT,
     commit_body,
     post_job_body,
+    reveal_body,
     sign_tx,
     tensor_input,
 )
@@ -206,3 +209,95 @@ def test_a_stale_job_goes_to_an_idle_miner_that_has_not_committed_to_it(single_n
     time.sleep(STALE_S + 0.6)
     assert _work(client, first.address, 5)["commit"] == []
     assert [j["id"] for j in _work(client, third.address, 5)["commit"]] == [job_id]
+
+
+def _settle(client: TestClient, node: Node, job_id: str) -> list[str]:
+    """Two miners compute the job, commit and reveal the same outputs: it settles."""
+    job = node.chain.state.jobs[job_id]
+    inputs = [Tensor.from_bytes(node.tensor_bytes(ref["tensor"])) for ref in job.inputs]
+    outputs = kernels.execute(job.op, job.params, inputs)
+    for t in outputs:
+        assert client.put("/api/v1/tensors", content=t.to_bytes()).status_code == 201
+    hashes = [t.hash for t in outputs]
+    for phase in (COMMIT_RESULT, REVEAL_RESULT):
+        for key in KEYS[:2]:
+            salt = "5a" * 32
+            body = (
+                commit_body(job_id, key.address, hashes, salt)
+                if phase == COMMIT_RESULT
+                else reveal_body(job_id, hashes, salt)
+            )
+            nonce = 0 if phase == COMMIT_RESULT else 1
+            tx = sign_tx(key, node.genesis.chain_id, phase, nonce, body)
+            assert client.post("/api/v1/txs", json=tx.to_dict()).status_code == 202
+        want = "revealing" if phase == COMMIT_RESULT else "settled"
+        deadline = time.monotonic() + 10
+        while node.chain.state.jobs[job_id].status != want:
+            assert time.monotonic() < deadline, f"the job did not reach {want}"
+            client.get("/api/v1/status")
+            time.sleep(0.02)
+    return hashes
+
+
+def test_work_results_lists_statuses_and_outputs_and_says_when_all_are_final(
+    single_node,
+) -> None:
+    client, node, key = single_node
+    first, second = _post_jobs(client, node, key, 2)
+    unknown = "ab" * 32
+    answer = client.post("/api/v1/work/results", json={"jobs": [first, unknown, second]})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["done"] is False and body["height"] == node.chain.height
+    assert [(j["id"], j["status"]) for j in body["jobs"]] == [
+        (first, "open"),
+        (unknown, "unknown"),
+        (second, "open"),
+    ]
+    assert body["jobs"][1] == {
+        "id": unknown,
+        "status": "unknown",
+        "outputs": None,
+        "settlement": None,
+        "settled_height": None,
+        "reason": "",
+    }
+    outputs = _settle(client, node, first)
+    started = time.monotonic()
+    # All final at once: no wait, even with a long `wait`.
+    done = client.post("/api/v1/work/results?wait=30", json={"jobs": [first, first]}).json()
+    assert time.monotonic() - started < 5
+    assert done["done"] is True
+    settled = node.chain.state.jobs[first]
+    assert (
+        done["jobs"]
+        == [
+            {
+                "id": first,
+                "status": "settled",
+                "outputs": outputs,
+                "settlement": settled.settlement,
+                "settled_height": settled.settled_height,
+                "reason": "",
+            }
+        ]
+        * 2
+    )
+    # One job still open: the long-poll times out and says so.
+    mixed = client.post("/api/v1/work/results?wait=0.3", json={"jobs": [first, second]}).json()
+    assert mixed["done"] is False
+    assert [j["status"] for j in mixed["jobs"]] == ["settled", "open"]
+
+
+def test_work_results_refuses_bad_bodies_with_a_reason(single_node) -> None:
+    client, _node, _key = single_node
+    for body, status, words in [
+        ({"ids": []}, 422, "body must be"),
+        ({"jobs": "x"}, 422, "body must be"),
+        ({"jobs": ["short"]}, 422, "64 lowercase hex"),
+        ({"jobs": ["ab" * 32] * 5001}, 413, "the limit is 5000"),
+    ]:
+        answer = client.post("/api/v1/work/results", json=body)
+        assert answer.status_code == status, answer.text
+        assert words in answer.json()["detail"]
+    assert client.post("/api/v1/work/results", content=b"{").status_code == 400
