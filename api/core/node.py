@@ -207,6 +207,7 @@ class Node:
             await self._client.aclose()
         self.wal.close()
         self.chain.close()
+        self.tensors.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -799,10 +800,7 @@ class Node:
         tensor = Tensor.from_bytes(
             blob, expected_hash=expected, max_elements=self.genesis.params.max_tensor_elements
         )
-        created = not self.tensors.has(tensor.hash)
-        if created:
-            self.tensors.put(tensor)
-        return tensor, created
+        return tensor, self.tensors.put_verified(tensor.hash, blob)
 
     def tensor_bytes(self, tensor_hash: str) -> bytes | None:
         try:

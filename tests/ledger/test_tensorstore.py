@@ -1,7 +1,10 @@
-"""The content-addressed tensor store: verified writes and reads, atomic files."""
+"""The content-addressed tensor store: verified writes and reads, small tensors packed in SQLite,
+large ones in atomic files, files of older stores still read."""
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +12,18 @@ import pytest
 
 from ledger.errors import TensorError
 from ledger.tensor import Tensor
-from ledger.tensorstore import MissingTensor, TensorStore
+from ledger.tensorstore import PACK_MAX_BYTES, MissingTensor, TensorStore
 
 
 def _tensor(seed: int = 0) -> Tensor:
     return Tensor(np.random.default_rng(seed).integers(-100, 100, size=(3, 4)), 5)
+
+
+def tamper(store: TensorStore, tensor_hash: str, change: Callable[[bytes], bytes]) -> None:
+    """Change a packed tensor's stored bytes behind the store's back (what disk damage does)."""
+    with sqlite3.connect(store.pack_path) as db:
+        (blob,) = db.execute("SELECT blob FROM tensors WHERE hash = ?", (tensor_hash,)).fetchone()
+        db.execute("UPDATE tensors SET blob = ? WHERE hash = ?", (change(bytes(blob)), tensor_hash))
 
 
 def test_put_get_has(tmp_path: Path) -> None:
@@ -47,12 +57,38 @@ def test_missing_and_corrupt_tensors(tmp_path: Path) -> None:
     assert info.value.hash == "ab" * 32
     t = _tensor()
     store.put(t)
-    path = store.path(t.hash)
-    blob = bytearray(path.read_bytes())
-    blob[-1] ^= 1  # a flipped bit on disk
-    path.write_bytes(bytes(blob))
+    tamper(store, t.hash, lambda b: b[:-1] + bytes([b[-1] ^ 1]))  # a flipped bit on disk
     with pytest.raises(TensorError, match="corrupt"):
         store.get(t.hash)
+
+
+def test_small_tensors_are_packed_and_large_ones_are_files(tmp_path: Path) -> None:
+    store = TensorStore(tmp_path)
+    small = _tensor()
+    side = int((PACK_MAX_BYTES // 8) ** 0.5) + 2
+    large = Tensor(np.arange(side * side, dtype=np.int64).reshape(side, side), 0)
+    assert len(large.to_bytes()) > PACK_MAX_BYTES
+    store.put(small)
+    store.put(large)
+    assert not store.path(small.hash).exists()
+    assert store.path(large.hash).is_file()
+    assert not list(tmp_path.rglob("*.tmp-*"))
+    store.close()
+    again = TensorStore(tmp_path)  # both survive a reopen
+    assert again.get(small.hash) == small and again.get(large.hash) == large
+    assert again.get_unverified_bytes(large.hash) == large.to_bytes()
+
+
+def test_a_store_written_as_files_still_reads(tmp_path: Path) -> None:
+    """Stores written before the pack kept every tensor in a file of its own."""
+    t = _tensor(3)
+    path = TensorStore(tmp_path).path(t.hash)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(t.to_bytes())
+    store = TensorStore(tmp_path)
+    assert store.has(t.hash) and store.get(t.hash) == t
+    assert store.get_unverified_bytes(t.hash) == t.to_bytes()
+    assert store.put(t) == t.hash  # already there: not stored twice
 
 
 def test_refuses_bad_hashes_and_oversized_tensors(tmp_path: Path) -> None:
@@ -63,16 +99,15 @@ def test_refuses_bad_hashes_and_oversized_tensors(tmp_path: Path) -> None:
         small.put_bytes(_tensor().to_bytes())
 
 
-def test_a_store_without_fsync_reads_a_damaged_file_as_missing(tmp_path: Path) -> None:
-    """What a power loss can leave after a write that was not fsync'd: the file exists but its
-    bytes are cut short. A validator's store (durable=False) drops it so it is fetched again;
-    an auditor's store (the default) reports the corruption."""
+def test_a_store_without_fsync_reads_damaged_bytes_as_missing(tmp_path: Path) -> None:
+    """What a power loss can leave after a write that was not fsync'd: bytes cut short. A
+    validator's store (durable=False) drops them so the tensor is fetched again; an auditor's
+    store (the default) reports the corruption."""
     tensor = Tensor(np.arange(12, dtype=np.int64).reshape(3, 4), 4)
     fast = TensorStore(tmp_path / "fast", durable=False)
     fast.put(tensor)
     assert fast.get(tensor.hash) == tensor
-    path = fast.path(tensor.hash)
-    path.write_bytes(path.read_bytes()[:10])
+    tamper(fast, tensor.hash, lambda b: b[:10])
     with pytest.raises(MissingTensor):
         fast.get(tensor.hash)
     assert not fast.has(tensor.hash)  # removed: the next `put` (a fetch) stores it again
@@ -81,7 +116,7 @@ def test_a_store_without_fsync_reads_a_damaged_file_as_missing(tmp_path: Path) -
 
     strict = TensorStore(tmp_path / "strict")
     strict.put(tensor)
-    strict.path(tensor.hash).write_bytes(b"\x00" * 10)
+    tamper(strict, tensor.hash, lambda b: b"\x00" * 10)
     with pytest.raises(TensorError, match="corrupt"):
         strict.get(tensor.hash)
     assert strict.has(tensor.hash)  # evidence kept

@@ -768,11 +768,27 @@ TensorSource = Callable[[str], bytes]
 
 
 def dir_tensor_source(root: str) -> TensorSource:
-    """§6.6: the tensor with hash H is the file ROOT/H[0:2]/H holding its wire bytes."""
+    """§6.6: the tensor with hash H is the row H of ROOT/pack.sqlite, or the file ROOT/H[0:2]/H."""
+    pack = f"{root}/pack.sqlite"
 
     def read(tensor_hash: str) -> bytes:
         if not _is_hex(tensor_hash, 64):
             raise KeyError(tensor_hash)
+        try:
+            conn = sqlite3.connect(f"file:{pack}?mode=ro", uri=True)
+        except sqlite3.OperationalError:
+            conn = None  # no pack: files only
+        if conn is not None:
+            try:
+                row = conn.execute(
+                    "SELECT blob FROM tensors WHERE hash = ?", (tensor_hash,)
+                ).fetchone()
+            except sqlite3.OperationalError:
+                row = None
+            finally:
+                conn.close()
+            if row is not None:
+                return bytes(row[0])
         try:
             with open(f"{root}/{tensor_hash[:2]}/{tensor_hash}", "rb") as f:
                 return f.read()
