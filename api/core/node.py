@@ -30,7 +30,7 @@ from api.core.peers import Peers
 from api.core.trace import trace
 from api.core.wal import ConsensusWal
 from api.p2p.codec import ConsensusBlock, MessageCodec
-from api.p2p.tensorpush import TensorPusher
+from api.p2p.tensorpush import REPLICATION_WAIT_S, TensorPusher
 from api.p2p.transport import nodelay_transport
 from ledger.certificate import CommitCertificate
 from ledger.consensus.app import OK, WAIT, Verdict, invalid
@@ -474,6 +474,12 @@ class Node:
         time_ms: int,
     ) -> ConsensusBlock | None:
         candidates = [tx for _, tx in txs if tx.sender not in self.censored]
+        pushing = self.tensor_pusher.replicating
+        if any(pushing(referenced_tensors(tx)) for tx in candidates):
+            candidates = [tx for tx in candidates if not pushing(referenced_tensors(tx))]
+            if not candidates:  # `tensors_replicated` nudges sooner, once a push is answered
+                self._nudge_later(REPLICATION_WAIT_S)
+                return None
         wait = partner_wait(
             candidates,
             self.chain.state.jobs,
@@ -517,6 +523,11 @@ class Node:
         if self._inbox_txs:
             return float("inf")
         return max(self._admitted.get(tx.hash, 0.0), self._inbox_quiet_since)
+
+    def tensors_replicated(self) -> None:
+        """A tensor pushed from here reached a quorum: txs naming it may now be proposed."""
+        if self.replica is not None and self.replica.waiting_app:
+            self._nudge_later(0)
 
     def _nudge_later(self, delay_s: float = 0.05) -> None:
         """Feed the core `AppReady` in `delay_s` (or at the earlier nudge already set)."""

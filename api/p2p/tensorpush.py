@@ -15,6 +15,13 @@ is queued as one signed batch:
 The receiver checks the sender is another genesis validator and the signature, parses every
 tensor (its hash is computed from its bytes, so a peer cannot store one tensor under another's
 name) and stores them. Delivery is best effort: the on-demand fetch stays as the fallback.
+
+As primary, the node does not propose a tx naming a tensor still on its way to the peers
+(`replicating`): a block the backups can check at once commits sooner than one each backup must
+first fetch for (a GET per tensor and peer after the PRE-PREPARE arrives), and the push is under
+way anyway. The wait ends when a quorum of the validators holds the tensor (this node and
+quorum − 1 peers answered the push, or a push failed: that peer fetches), or after
+`REPLICATION_WAIT_S` at most; the pusher then nudges the proposer (`Node.tensors_replicated`).
 """
 
 from __future__ import annotations
@@ -22,16 +29,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import struct
+import time
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import httpx
 
+from api.core.trace import trace
+from api.p2p.rawhttp import RawHttpClient
 from api.p2p.transport import (
     FROM_HEADER,
     SIG_HEADER,
     batch_signature,
-    nodelay_transport,
 )
 from ledger.errors import EncodingError
 
@@ -44,6 +54,8 @@ PATH = "/p2p/tensors"
 BATCH_BYTES = 4 << 20
 """A push batch stops growing past this many bytes (a larger single tensor goes alone)."""
 QUEUE_LIMIT = 100_000
+REPLICATION_WAIT_S = 0.2
+"""The longest a proposal waits for a tensor's push (then backups fetch what they lack)."""
 LENGTH = struct.Struct(">I")
 
 
@@ -80,16 +92,21 @@ class TensorPusher:
         self.pushed = 0
         self.dropped = 0
         self._tasks: list[asyncio.Task[None]] = []
-        self._client: httpx.AsyncClient | None = None
+        self._clients: dict[str, RawHttpClient] = {}
+        self._unacked: dict[str, tuple[float, set[str]]] = {}
+        """tensor hash -> (when queued, peers whose push of it has not ended yet)."""
+        self._needed = max(0, node.genesis.quorum - 1)
+        """Peers that must hold a tensor before a block may name it: with this node, a quorum."""
 
     def _urls(self) -> list[str]:
         return [link.url for link in self.node.peers.links.values()]
 
     def start(self) -> None:
-        self._client = httpx.AsyncClient(
-            timeout=self.node.settings.p2p_timeout_s * 4, transport=nodelay_transport()
-        )
+        timeout = self.node.settings.p2p_timeout_s * 4
         for url in self.queues:
+            # One kept-alive raw connection per peer, like the message lanes: httpx's
+            # per-request cost put ~5-8 ms between an upload and its arrival at the peers.
+            self._clients[url] = RawHttpClient(url, timeout, connect_timeout_s=1.0)
             self.wake[url] = asyncio.Event()
             self._tasks.append(asyncio.create_task(self._run(url), name=f"tensor-push-{url}"))
 
@@ -101,13 +118,15 @@ class TensorPusher:
                 await task
             except (asyncio.CancelledError, Exception):  # shutting down
                 pass
-        if self._client is not None:
-            await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
 
     def push(self, tensor_hash: str) -> None:
         """Queue a tensor this node stores for every peer (no-op before `start`)."""
         if self.node.peers.isolated:
             return
+        if self.queues:
+            self._unacked[tensor_hash] = (time.monotonic(), set(self.queues))
         for url, queue in self.queues.items():
             if len(queue) >= QUEUE_LIMIT:
                 queue.popleft()
@@ -117,15 +136,51 @@ class TensorPusher:
             if event is not None:
                 event.set()
 
-    def _take(self, queue: deque[str]) -> list[bytes]:
+    def replicating(self, hashes: Iterable[str]) -> bool:
+        """Is any of these tensors still being pushed to the peers a quorum needs?"""
+        if not self._unacked:
+            return False
+        now = time.monotonic()
+        for tensor_hash in hashes:
+            entry = self._unacked.get(tensor_hash)
+            if entry is None:
+                continue
+            queued_at, waiting = entry
+            if len(self.queues) - len(waiting) >= self._needed or now - queued_at > (
+                REPLICATION_WAIT_S
+            ):
+                del self._unacked[tensor_hash]
+                continue
+            return True
+        return False
+
+    def _ended(self, url: str, hashes: list[str]) -> None:
+        """The push of `hashes` to `url` ended (answered or failed): note it, and nudge the
+        proposer when a tensor just reached a quorum."""
+        reached = False
+        for tensor_hash in hashes:
+            entry = self._unacked.get(tensor_hash)
+            if entry is None:
+                continue
+            entry[1].discard(url)
+            if len(self.queues) - len(entry[1]) >= self._needed:
+                del self._unacked[tensor_hash]
+                reached = True
+        if reached:
+            self.node.tensors_replicated()
+
+    def _take(self, queue: deque[str]) -> tuple[list[str], list[bytes]]:
+        hashes: list[str] = []
         blobs: list[bytes] = []
         size = 0
         while queue and (not blobs or size < BATCH_BYTES):
-            blob = self.node.tensors.get_unverified_bytes(queue.popleft())  # peers verify
+            tensor_hash = queue.popleft()
+            blob = self.node.tensors.get_unverified_bytes(tensor_hash)  # peers verify
             if blob is not None:
+                hashes.append(tensor_hash)
                 blobs.append(blob)
                 size += len(blob)
-        return blobs
+        return hashes, blobs
 
     async def _run(self, url: str) -> None:
         queue, wake = self.queues[url], self.wake[url]
@@ -135,8 +190,9 @@ class TensorPusher:
             if not queue:
                 wake.clear()
                 await wake.wait()
-            blobs = self._take(queue)
+            hashes, blobs = self._take(queue)
             if not blobs or node.peers.isolated:
+                self._ended(url, hashes)
                 continue
             body = encode_tensor_batch(blobs)
             headers = {
@@ -144,15 +200,17 @@ class TensorPusher:
                 SIG_HEADER: batch_signature(node.key, node.genesis.chain_id, body),
                 "Content-Type": "application/octet-stream",
             }
-            assert self._client is not None
+            trace("push", to=url.rsplit(":", 1)[-1], n=len(blobs))
             try:
-                response = await self._client.post(url + PATH, content=body, headers=headers)
+                response = await self._clients[url].post(PATH, content=body, headers=headers)
+                trace("push_done", to=url.rsplit(":", 1)[-1])
                 ok = response.status_code < 300
                 if not ok:
                     log.warning("peer %s refused a tensor push: %s", url, response.text[:200])
             except httpx.HTTPError as exc:
                 ok = False
                 log.debug("tensor push to %s failed: %s", url, exc)
+            self._ended(url, hashes)
             if ok:
                 self.pushed += len(blobs)
                 backoff = 0.05

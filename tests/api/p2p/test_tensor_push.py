@@ -5,12 +5,18 @@ and stores nothing."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
 
-from api.p2p.tensorpush import decode_tensor_batch, encode_tensor_batch
+from api.p2p.tensorpush import (
+    REPLICATION_WAIT_S,
+    TensorPusher,
+    decode_tensor_batch,
+    encode_tensor_batch,
+)
 from api.p2p.transport import FROM_HEADER, SIG_HEADER, batch_signature
 from api.testing import LocalTestnet
 from ledger.errors import EncodingError
@@ -90,3 +96,39 @@ def test_bad_pushes_are_refused_and_store_nothing(testnet: LocalTestnet) -> None
     assert _held(testnet, 1, tensor)
     again = _push(testnet, validator, body)
     assert again.json() == {"stored": 0, "received": 1}
+
+
+class _QuorumNode:
+    """The parts of `Node` the pusher's quorum bookkeeping reads (4 validators: 3 peers)."""
+
+    def __init__(self) -> None:
+        self.peers = SimpleNamespace(
+            isolated=False,
+            links={a: SimpleNamespace(url=f"http://peer-{a}") for a in "abc"},
+        )
+        self.genesis = SimpleNamespace(quorum=3)
+        self.nudged = 0
+
+    def tensors_replicated(self) -> None:
+        self.nudged += 1
+
+
+def test_a_tensor_is_replicating_until_a_quorum_holds_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The primary holds back txs naming a tensor still being pushed: with 4 validators, until
+    2 peers answered its push (with this node, a quorum), and nudges the proposer then."""
+    node = _QuorumNode()
+    pusher = TensorPusher(node)  # type: ignore[arg-type]
+    h = "ab" * 32
+    assert not pusher.replicating([h])  # never pushed from here: not waited for
+    pusher.push(h)
+    assert pusher.replicating([h]) and pusher.replicating(["cd" * 32, h])
+    pusher._ended("http://peer-a", [h])
+    assert pusher.replicating([h]) and node.nudged == 0
+    pusher._ended("http://peer-b", [h])  # answered, or failed: that peer fetches on demand
+    assert not pusher.replicating([h]) and node.nudged == 1
+
+    slow = "ef" * 32
+    pusher.push(slow)
+    now = time.monotonic()
+    monkeypatch.setattr("api.p2p.tensorpush.time.monotonic", lambda: now + REPLICATION_WAIT_S + 1)
+    assert not pusher.replicating([slow])  # a push that takes too long is not waited for
