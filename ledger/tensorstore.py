@@ -54,6 +54,8 @@ def _check_hash(tensor_hash: str) -> str:
 #: Tensors up to this size (wire bytes) go into the pack; larger ones into files of their own.
 PACK_MAX_BYTES = 1 << 20
 PACK_FILE = "pack.sqlite"
+KNOWN_MAX = 1 << 20
+"""Most hashes `has` remembers (~100 MiB); past that the memo starts over."""
 _tmp_names = itertools.count()
 
 
@@ -71,6 +73,9 @@ class TensorStore:
         """fsync every write; when False, a corrupt tensor reads as missing (module docstring)."""
         self._dirs: set[str] = set()
         """Fan-out directories known to exist (a mkdir per write cost ~0.1 ms)."""
+        self._known: set[str] = set()
+        """Hashes this store holds for certain (written or found here; a removal forgets one):
+        `has` is asked several times per tensor (admission, proposal, block check)."""
         self._lock = threading.Lock()
         self._db = sqlite3.connect(
             self.root / PACK_FILE, isolation_level=None, check_same_thread=False
@@ -108,12 +113,22 @@ class TensorStore:
         return None if row is None else bytes(row[0])
 
     def has(self, tensor_hash: str) -> bool:
+        if tensor_hash in self._known:
+            return True
         _check_hash(tensor_hash)
         with self._lock:
             row = self._db.execute(
                 "SELECT 1 FROM tensors WHERE hash = ?", (tensor_hash,)
             ).fetchone()
-        return row is not None or os.path.isfile(self._file(tensor_hash))
+        found = row is not None or os.path.isfile(self._file(tensor_hash))
+        if found:
+            self._remember(tensor_hash)
+        return found
+
+    def _remember(self, tensor_hash: str) -> None:
+        if len(self._known) >= KNOWN_MAX:
+            self._known.clear()  # a cache: start over rather than grow without bound
+        self._known.add(tensor_hash)
 
     def put(self, tensor: Tensor) -> str:
         """Store a tensor; return its hash. Storing one that is already there is a no-op."""
@@ -183,6 +198,7 @@ class TensorStore:
         return blob, tensor
 
     def _remove(self, tensor_hash: str, packed: bool) -> None:
+        self._known.discard(tensor_hash)
         if packed:
             with self._lock:
                 self._db.execute("DELETE FROM tensors WHERE hash = ?", (tensor_hash,))
@@ -195,6 +211,7 @@ class TensorStore:
                 self._db.execute(
                     "INSERT OR IGNORE INTO tensors (hash, blob) VALUES (?, ?)", (tensor_hash, blob)
                 )
+            self._remember(tensor_hash)
             return
         final = self._file(tensor_hash)
         if tensor_hash[:2] not in self._dirs:
@@ -208,6 +225,7 @@ class TensorStore:
                     handle.flush()
                     os.fsync(handle.fileno())
             os.replace(tmp, final)
+            self._remember(tensor_hash)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
