@@ -475,7 +475,7 @@ class Node:
     ) -> ConsensusBlock | None:
         candidates = [tx for _, tx in txs if tx.sender not in self.censored]
         pushing = self.tensor_pusher.replicating
-        if any(pushing(referenced_tensors(tx)) for tx in candidates):
+        if self.tensor_pusher.pushing and any(pushing(referenced_tensors(tx)) for tx in candidates):
             candidates = [tx for tx in candidates if not pushing(referenced_tensors(tx))]
             if not candidates:  # `tensors_replicated` nudges sooner, once a push is answered
                 self._nudge_later(REPLICATION_WAIT_S)

@@ -41,6 +41,7 @@ PARTNER_WAIT_S = 0.008
 
 _COMMITS = (COMMIT_RESULT, COMMIT_RESULTS)
 _REVEALS = (REVEAL_RESULT, REVEAL_RESULTS)
+_RESULTS = frozenset(_COMMITS + _REVEALS)
 
 
 def partner_wait(
@@ -55,8 +56,8 @@ def partner_wait(
     `jobs` maps job ids to the chain's `Job` records (`status`, `replication`, `commits`,
     `reveals`); `admitted_at(tx)` is when this node admitted a tx (same clock as `now`).
     """
-    if not txs:
-        return 0.0
+    if not txs or any(tx.type not in _RESULTS for tx in txs):
+        return 0.0  # nothing, or something that is not a replica result: nothing to wait for
     left = min(admitted_at(tx) for tx in txs) + window_s - now
     if left <= 0:
         return 0.0
@@ -65,10 +66,8 @@ def partner_wait(
     for tx in txs:
         if tx.type in _COMMITS:
             commits.update(item["job_id"] for item in result_items(tx))
-        elif tx.type in _REVEALS:
-            reveals.update(item["job_id"] for item in result_items(tx))
         else:
-            return 0.0  # not a replica result: nothing to wait for
+            reveals.update(item["job_id"] for item in result_items(tx))
     for job_id, count in commits.items():
         job = jobs.get(job_id)
         if job is None or job.status != OPEN or len(job.commits) + count >= job.replication:

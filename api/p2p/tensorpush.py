@@ -136,6 +136,11 @@ class TensorPusher:
             if event is not None:
                 event.set()
 
+    @property
+    def pushing(self) -> bool:
+        """Is any tensor uploaded here possibly still short of a quorum?"""
+        return bool(self._unacked)
+
     def replicating(self, hashes: Iterable[str]) -> bool:
         """Is any of these tensors still being pushed to the peers a quorum needs?"""
         if not self._unacked:
