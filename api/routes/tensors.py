@@ -1,4 +1,9 @@
-"""Upload and download tensors (content-addressed, hash checked both ways)."""
+"""Upload and download tensors (content-addressed, hash checked both ways).
+
+`POST /tensors/batch` uploads several at once (a miner's outputs that queued while its previous
+upload was in flight): one request instead of one each, with the framing of `GET /work/tensors`
+and `POST /p2p/tensors`.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,15 @@ from pydantic import BaseModel
 from api.core.bodies import read_limited
 from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
+from api.p2p.tensorpush import LENGTH, decode_tensor_batch
 from ledger.errors import TensorError
 
 router = APIRouter(prefix="/tensors", tags=["tensors"])
 
 HASH_PATTERN = r"^[0-9a-f]{64}$"
 WIRE_TYPE = "application/octet-stream"
+#: Most tensors in one `POST /tensors/batch` (like `GET /work/tensors`).
+MAX_BATCH_TENSORS = 64
 
 
 class TensorOut(BaseModel):
@@ -72,6 +80,58 @@ async def put_tensor(
 ) -> TensorOut:
     """Upload a tensor (wire format body); refused unless it parses, fits and matches `hash`."""
     return await _upload(request, node, hash)
+
+
+class TensorBatchOut(BaseModel):
+    """What a batch upload stored: one entry per tensor, in the order sent."""
+
+    tensors: list[TensorOut]
+
+
+@router.post(
+    "/batch",
+    response_model=TensorBatchOut,
+    status_code=status.HTTP_201_CREATED,
+    responses=ERROR_RESPONSES,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {WIRE_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+            "description": "(u32 big-endian length || tensor wire bytes (PROTOCOL.md §3))*, "
+            f"1 to {MAX_BATCH_TENSORS} tensors.",
+        }
+    },
+)
+async def put_tensors(request: Request, node: NodeDep) -> TensorBatchOut:
+    """Upload several tensors in one request; each is parsed and verified like a single upload.
+
+    The whole body is bounded by the single-tensor limit (plus framing), and a bad item is
+    refused naming its index; the items before it are stored (content addressing makes that
+    harmless), nothing after it is. The client checks the answered hashes against its own."""
+    limit = node.settings.max_tensor_bytes + MAX_BATCH_TENSORS * LENGTH.size
+    body = await read_limited(request, limit)
+    blobs = decode_tensor_batch(body)
+    if not 1 <= len(blobs) <= MAX_BATCH_TENSORS:
+        raise HTTPException(422, f"send 1 to {MAX_BATCH_TENSORS} tensors, not {len(blobs)}")
+    out: list[TensorOut] = []
+    for i, blob in enumerate(blobs):
+        try:
+            tensor, created = node.put_tensor(blob, None)
+        except TensorError as exc:
+            raise TensorError(f"tensor {i} of the batch: {exc}") from exc
+        if created:
+            node.tensor_pusher.push(tensor.hash)
+        out.append(
+            TensorOut(
+                hash=tensor.hash,
+                dtype=tensor.dtype_code,
+                shape=list(tensor.shape),
+                frac_bits=tensor.frac_bits,
+                bytes=len(blob),
+                created=created,
+            )
+        )
+    return TensorBatchOut(tensors=out)
 
 
 @router.get(
