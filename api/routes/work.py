@@ -31,8 +31,9 @@ A job that has sat within reach of its owners for `STALE_S` without them committ
 too: an owner that died, skips the job (another kernel version) or never commits (a copier) must
 not hold it until the commit deadline.
 
-The index (assignment, queues, reveals) is built once per block per node (and when the set of
-miners changes); a request costs a filter over the asking miner's own queue.
+The index (assignment, queues, reveals: `api.routes.assignment`) follows each block's changed
+jobs (and is rebuilt when the set of miners changes); a request costs a filter over the first
+jobs of the asking miner's own queue.
 
 Added by the miner/driver work (issue 6); served from `node.chain.state`, never the SQL projection.
 """
@@ -42,8 +43,7 @@ from __future__ import annotations
 import hashlib
 import time
 import weakref
-from collections import Counter
-from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
@@ -53,8 +53,9 @@ from pydantic import BaseModel
 from api.core.bodies import read_json
 from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
+from api.routes.assignment import DEFAULT_DEPTH, Book, Index, Pending
 from api.routes.jobs import JobOut, job_out
-from ledger.state import FINAL_STATUSES, OPEN, REVEALING, Job
+from ledger.state import FINAL_STATUSES, Job
 from ledger.transactions import (
     COMMIT_RESULT,
     COMMIT_RESULTS,
@@ -70,15 +71,8 @@ ADDRESS = r"^[0-9a-f]{64}$"
 MAX_RESULT_JOBS = 5000
 #: Most tensors in one `GET /work/tensors` (a job has a handful of inputs).
 MAX_TENSORS = 64
-#: A miner counts as active while it long-polls this node, and this long after this node last
-#: saw it (an answer, or a result of it pending): a dead miner's jobs move to others this soon.
-ACTIVE_S = 10.0
-#: Depth assumed for a miner that never told this node its limit.
-DEFAULT_DEPTH = 4
 #: Steal candidates examined per request (newest first).
 STEAL_SCAN = 64
-#: A job within reach of its owners (they may be computing it) for this long is stealable anyway.
-STALE_S = 3.0
 
 
 class WorkOut(BaseModel):
@@ -113,118 +107,21 @@ class ResultsOut(BaseModel):
 
 # ----------------------------------------------------------------------------- assignment
 
-
-def rank_miners(job_id: str, miners: frozenset[str]) -> tuple[str, ...]:
-    """Miners in rendezvous order for a job: highest `sha256(job || miner)` first."""
-    job = bytes.fromhex(job_id)
-    return tuple(
-        sorted(miners, key=lambda m: hashlib.sha256(job + bytes.fromhex(m)).digest(), reverse=True)
-    )
+_books: weakref.WeakKeyDictionary[Any, Book] = weakref.WeakKeyDictionary()
 
 
-@dataclass
-class _Pending:
-    """Results waiting in this node's pending set."""
-
-    per_job: Counter[str] = field(default_factory=Counter)
-    """Pending commitments and submissions per job."""
-    senders: dict[str, set[str]] = field(default_factory=dict)
-    """job -> miners with a pending commitment or submission."""
-    reveals: set[tuple[str, str]] = field(default_factory=set)
-    """(job, miner) with a pending reveal."""
-    by_miner: Counter[str] = field(default_factory=Counter)
-    """Pending commitments and submissions per miner."""
-
-
-@dataclass
-class _Index:
-    """One node's view of the open jobs at one height (see the module docstring)."""
-
-    height: int
-    built_at: float
-    miners: frozenset[str]
-    assigned: dict[str, tuple[str, ...]]
-    """job -> miners assigned to its remaining slots (best rank first), committed ones excluded."""
-    queue: dict[str, list[Job]]
-    """miner -> its assigned open jobs, oldest first."""
-    position: dict[tuple[str, str], int]
-    """(job, miner) -> how many assigned jobs the miner has ahead of this one."""
-    newest_first: list[Job]
-    stale: list[Job]
-    """Open jobs within their owners' reach for over STALE_S, oldest first."""
-    idle: frozenset[str]
-    """Active miners with no assigned open job: the only ones that may steal."""
-    reveal: dict[str, list[str]]
-    """miner -> jobs awaiting its reveal."""
-
-
-@dataclass
-class _Book:
-    """Per-node memory across requests: miners seen, rankings (kept while the set is the same)."""
-
-    seen: dict[str, float] = field(default_factory=dict)
-    polling: Counter[str] = field(default_factory=Counter)
-    """miner -> its long-polls in flight on this node."""
-    depth: dict[str, int] = field(default_factory=dict)
-    """miner -> the commit limit of its last request (how far ahead its backlog reaches)."""
-    ranks: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    ranks_for: frozenset[str] = frozenset()
-    index: _Index | None = None
-    pending: _Pending = field(default_factory=_Pending)
-    pending_at: float = -1.0
-    reachable_since: dict[str, float] = field(default_factory=dict)
-    """job -> when it came within reach of all its owners (for STALE_S)."""
-
-    def see(self, miner: str, now: float) -> None:
-        self.seen[miner] = now
-
-    def active(self, now: float, committers: set[str]) -> frozenset[str]:
-        for miner in [m for m, t in self.seen.items() if now - t > ACTIVE_S]:
-            if not self.polling[miner]:
-                del self.seen[miner]
-        return frozenset(self.seen) | frozenset(committers)
-
-    def ranking(self, job_id: str, miners: frozenset[str]) -> tuple[str, ...]:
-        if miners != self.ranks_for:
-            self.ranks, self.ranks_for = {}, miners
-        ranked = self.ranks.get(job_id)
-        if ranked is None:
-            ranked = self.ranks[job_id] = rank_miners(job_id, miners)
-        return ranked
-
-
-_books: weakref.WeakKeyDictionary[Any, _Book] = weakref.WeakKeyDictionary()
-
-
-def _book(node: Any) -> _Book:
+def _book(node: Any) -> Book:
     book = _books.get(node)
     if book is None:
-        book = _books[node] = _Book()
+        book = _books[node] = Book()
     return book
 
 
-def _live_jobs(node: NodeDep) -> list[Job]:
-    """Open and revealing jobs (the schedule indexes every one by its pending deadline), oldest
-    first."""
-    state = node.chain.state
-    seen: set[str] = set()
-    out: list[Job] = []
-    for ids in list(state.schedule.values()):
-        for job_id in ids:
-            job = state.jobs.get(job_id)
-            if job is None or job_id in seen or job.status not in (OPEN, REVEALING):
-                continue
-            seen.add(job_id)
-            out.append(job)
-    out.sort(key=lambda j: (j.open_height or 0, j.id))
-    return out
-
-
-def _pending(node: NodeDep, book: _Book, now: float) -> _Pending:
+def _pending(node: NodeDep, book: Book, now: float) -> Pending:
     """Scan the replica's pending txs (at most once per millisecond); note their senders."""
     if now - book.pending_at < 0.001:
         return book.pending
-    found = _Pending()
+    found = Pending()
     replica = node.replica
     if replica is not None:
         for tx in list(replica.pending.values()):
@@ -247,56 +144,16 @@ def _pending(node: NodeDep, book: _Book, now: float) -> _Pending:
     return found
 
 
-def _build(node: NodeDep, book: _Book, now: float) -> _Index:
-    live = _live_jobs(node)
-    committers = {m for job in live if job.status == OPEN for m in job.commits}
-    miners = book.active(now, committers)
-    assigned: dict[str, tuple[str, ...]] = {}
-    queue: dict[str, list[Job]] = {}
-    position: dict[tuple[str, str], int] = {}
-    reveal: dict[str, list[str]] = {}
-    opened: list[Job] = []
-    for job in live:
-        if job.status == REVEALING:
-            for miner in job.commits:
-                if miner not in job.reveals:
-                    reveal.setdefault(miner, []).append(job.id)
-            continue
-        opened.append(job)
-        slots = job.replication - len(job.commits)
-        if slots <= 0:
-            continue
-        ranked = book.ranking(job.id, miners)
-        chosen = tuple(m for m in ranked if m not in job.commits and m not in job.reveals)[:slots]
-        assigned[job.id] = chosen
-        for miner in chosen:
-            mine = queue.setdefault(miner, [])
-            position[(job.id, miner)] = len(mine)
-            mine.append(job)
-    stale: list[Job] = []
-    since: dict[str, float] = {}
-    for job in opened:
-        owners = assigned.get(job.id, ())
-        if owners and all(position[(job.id, m)] < book.depth.get(m, DEFAULT_DEPTH) for m in owners):
-            since[job.id] = book.reachable_since.get(job.id, now)
-            if now - since[job.id] > STALE_S:
-                stale.append(job)
-    book.reachable_since = since
-    opened.reverse()
-    idle = frozenset(m for m in miners if not queue.get(m))
-    return _Index(
-        node.chain.height, now, miners, assigned, queue, position, opened, stale, idle, reveal
-    )
+def _index(node: NodeDep, book: Book, now: float) -> Index:
+    """The book's index at the chain's height (see `Book.refresh`)."""
+    chain = node.chain
+    height = chain.height
+    last = chain.last_result
+    changed = last.diff["jobs"] if last is not None and last.height == height else None
+    return book.refresh(chain.state, height, changed, now)
 
 
-def _index(node: NodeDep, book: _Book, now: float) -> _Index:
-    index = book.index
-    if index is None or index.height != node.chain.height or now - index.built_at > STALE_S / 2:
-        index = book.index = _build(node, book, now)
-    return index
-
-
-def _takes(job: Job, miner: str, assigned: tuple[str, ...], pending: _Pending) -> bool:
+def _takes(job: Job, miner: str, assigned: tuple[str, ...], pending: Pending) -> bool:
     """Is `miner` still one of the assigned miners for a free slot, given pending results?"""
     others = pending.senders.get(job.id, set())
     if miner in others:
@@ -310,7 +167,7 @@ def _takes(job: Job, miner: str, assigned: tuple[str, ...], pending: _Pending) -
 
 
 def _stealable(
-    job: Job, miner: str, index: _Index, pending: _Pending, book: _Book, stale: bool = False
+    job: Job, miner: str, index: Index, pending: Pending, book: Book, stale: bool = False
 ) -> bool:
     assigned = index.assigned.get(job.id, ())
     if miner in assigned or miner in job.commits or miner in job.reveals:
@@ -323,7 +180,7 @@ def _stealable(
     thief = next(
         (
             m
-            for m in book.ranking(job.id, index.miners)
+            for m in index.ranking(job.id)
             if m in index.idle
             and m not in assigned
             and m not in job.commits
@@ -341,7 +198,7 @@ def _stealable(
             continue
         # Jobs ahead in its queue that it already committed to (pending, not in a block yet) are
         # behind it: without them the owner could be closer to this job than its position says.
-        ahead = index.position.get((job.id, owner), 0) - pending.by_miner[owner]
+        ahead = index.position(job, owner) - pending.by_miner[owner]
         if ahead < book.depth.get(owner, DEFAULT_DEPTH):
             return False  # the owner may already be computing it
     return True
@@ -361,14 +218,12 @@ def _work_for(
         book.depth[miner] = limit
     pending = _pending(node, book, now)
     index = _index(node, book, now)
-    reveal = [j for j in index.reveal.get(miner, []) if (j, miner) not in pending.reveals]
+    reveal = [j for j in index.reveals(miner) if (j, miner) not in pending.reveals]
     if limit == 0:
         return [], reveal, [], False
-    commit = [
-        job
-        for job in index.queue.get(miner, [])
-        if _takes(job, miner, index.assigned[job.id], pending)
-    ][:limit]
+    assigned = index.assigned
+    own = (job for job in index.own(miner) if _takes(job, miner, assigned[job.id], pending))
+    commit = list(islice(own, limit))
     if len(commit) < limit:
         me = bytes.fromhex(miner)
         stale = [
@@ -377,7 +232,7 @@ def _work_for(
         taken = {job.id for job in stale}
         deep = [
             job
-            for job in index.newest_first[:STEAL_SCAN]
+            for job in index.newest(STEAL_SCAN)
             if job.id not in taken and _stealable(job, miner, index, pending, book)
         ]
         # Thieves spread over the newest candidates in an order of their own.

@@ -12,7 +12,8 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from api.core.node import Node
-from api.routes.work import STALE_S, _Pending, _takes, rank_miners
+from api.routes.assignment import STALE_S, Pending, rank_miners
+from api.routes.work import _takes
 from ledger import kernels
 from ledger.identity import Keypair
 from ledger.tensor import Tensor
@@ -133,14 +134,14 @@ def test_an_idle_miner_steals_only_jobs_deep_in_their_owners_queues(single_node)
 def test_a_thief_s_pending_commitment_takes_the_lowest_ranked_owner_s_slot() -> None:
     a, b, thief = "aa" * 32, "bb" * 32, "cc" * 32
     job = SimpleNamespace(id="11" * 32, replication=2, commits={}, reveals={})
-    idle = _Pending()
+    idle = Pending()
     assert _takes(job, a, (a, b), idle) and _takes(job, b, (a, b), idle)  # type: ignore[arg-type]
-    stolen = _Pending(senders={job.id: {thief}})
+    stolen = Pending(senders={job.id: {thief}})
     assert _takes(job, a, (a, b), stolen)  # type: ignore[arg-type]
     assert not _takes(job, b, (a, b), stolen)  # type: ignore[arg-type]
-    both = _Pending(senders={job.id: {thief, a}})
+    both = Pending(senders={job.id: {thief, a}})
     assert not _takes(job, b, (a, b), both)  # type: ignore[arg-type]
-    own = _Pending(senders={job.id: {a}})
+    own = Pending(senders={job.id: {a}})
     assert not _takes(job, a, (a, b), own) and _takes(job, b, (a, b), own)  # type: ignore[arg-type]
 
 
