@@ -38,6 +38,14 @@ if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
     sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 
+#: httpcore's pool walks all its connections twice per request, and polls the socket of every
+#: idle one (a syscall each; its surplus check is even quadratic), so an idle connection costs
+#: every later request. A miner has a handful of requests in flight (its long-poll, one tx batch,
+#: one upload batch, one download, housekeeping): keep that many warm, not 32.
+MAX_CONNECTIONS = 64
+KEEPALIVE_CONNECTIONS = 16
+
+
 class NodeUnavailable(LedgerError):
     """No node answered (every attempt failed with a network error, a timeout or a 5xx)."""
 
@@ -87,7 +95,9 @@ class NodeClient:
         self._client = httpx.AsyncClient(
             timeout=timeout,
             transport=transport,
-            limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
+            limits=httpx.Limits(
+                max_connections=MAX_CONNECTIONS, max_keepalive_connections=KEEPALIVE_CONNECTIONS
+            ),
         )
 
     @property
@@ -212,6 +222,24 @@ class NodeClient:
             raise TensorError(f"node stored {stored} for tensor {tensor.hash}")
         return stored
 
+    async def put_tensors(self, tensors: Sequence[Tensor]) -> list[str]:
+        """Upload several tensors in one request (`POST /tensors/batch`, framed like
+        `GET /work/tensors`); checks the node stored each under the hash we computed."""
+        body = b"".join(
+            len(blob).to_bytes(4, "big") + blob for blob in (t.to_bytes() for t in tensors)
+        )
+        response = await self.request(
+            "POST",
+            API + "/tensors/batch",
+            content=body,
+            headers={"content-type": "application/octet-stream"},
+        )
+        stored = [str(item["hash"]) for item in response.json()["tensors"]]
+        wanted = [t.hash for t in tensors]
+        if stored != wanted:
+            raise TensorError(f"{self.url}: stored {stored} for the batch {wanted}")
+        return stored
+
     async def get_tensor(self, tensor_hash: str, max_elements: int | None = None) -> Tensor:
         """Download a tensor and verify that its content hashes to `tensor_hash`."""
         response = await self.request("GET", API + f"/tensors/{tensor_hash}")
@@ -262,9 +290,12 @@ class NodeClient:
         all of them must rank the same miners. Returns how many nodes answered; never raises."""
 
         async def one(url: str) -> bool:
-            try:
+            try:  # `connection: close`: no idle connection to every node left in the pool
                 response = await self._client.get(
-                    url + API + "/work", params={"miner": miner, "limit": 0}, timeout=5.0
+                    url + API + "/work",
+                    params={"miner": miner, "limit": 0},
+                    headers={"connection": "close"},
+                    timeout=5.0,
                 )
             except httpx.HTTPError:
                 return False

@@ -14,11 +14,12 @@ jobs are computed at once: inputs are downloaded and checked against their hashe
 the kernel runs in a thread (`ledger.kernels.execute` releases the GIL inside BLAS), and the
 worker slot is free again. Publishing never holds a slot: the commitment hides the outputs, so
 the `commit_result` (replication ≥ 2, with a fresh 32-byte salt) goes out through the `TxSender`
-while the outputs upload; only the `reveal_result`, sent when the job's reveal phase starts,
-waits for the upload. Replication 1 uploads, then sends a `submit_result` (it names the outputs).
-Pruning lost commitments and refreshing the earnings run beside the poll loop, never in it; so
-does announcing the miner to every node (at start and every `ANNOUNCE_EVERY_S`), so that all
-nodes assign jobs among the same miners.
+while the outputs upload through the `Uploader` (outputs queued while an upload is in flight
+share the next request); only the `reveal_result`, sent when the job's reveal phase starts,
+waits for the upload. Replication 1 uploads, then sends a `submit_result` (it names the
+outputs). Pruning lost commitments and refreshing the earnings run beside the poll loop, never
+in it; so does announcing the miner to every node (at start and every `ANNOUNCE_EVERY_S`), so
+that all nodes assign jobs among the same miners.
 
 On `stop` the miner takes no new job, finishes the jobs it started and reveals what it committed
 (so it is not slashed for a missing reveal), for at most `grace_s`; `abandon()` gives up at once.
@@ -55,6 +56,7 @@ from ledger.transactions import (
 )
 from miner.client import NodeClient
 from miner.txsender import TxSender
+from miner.uploader import Uploader
 
 log = logging.getLogger("layerchain.miner")
 
@@ -94,8 +96,9 @@ class _Committed:
     outputs: list[str]
     salt: str
     tensors: list[Tensor]
-    uploaded: asyncio.Task[list[str]] | None = None
-    """The upload of the outputs, running beside the commitment; the reveal awaits it."""
+    uploaded: asyncio.Task[str] | None = None
+    """The upload of the outputs, running beside the commitment (its result: the node that
+    stored them); the reveal awaits it."""
     revealed: bool = False
     at: float = field(default_factory=time.monotonic)
     url: str = ""
@@ -149,6 +152,7 @@ class Miner:
             raise LedgerError("a miner needs at least one worker")
         self.stats = MinerStats()
         self.sender: TxSender | None = None
+        self.uploader = Uploader(client)
         self._taken: set[str] = set()
         self._unsent: set[str] = set()
         """Jobs taken whose commitment (or submission) is not sent: the node still lists them."""
@@ -173,6 +177,7 @@ class Miner:
         status = await self.client.status()
         self.sender = TxSender(self.client, self.key, status["chain_id"])
         self.sender.start()
+        self.uploader.start()
         log.info(
             "miner %s… working for %s (chain %s)",
             self.address[:16],
@@ -217,6 +222,7 @@ class Miner:
             await self._cancel_all()
             if self.sender is not None:
                 await self.sender.stop()
+            await self.uploader.stop()
             await self._refresh_stats(force=True)
         return self.stats
 
@@ -411,8 +417,9 @@ class Miner:
         self._spawn(self._publish(job, outputs))
         return True
 
-    async def _upload(self, outputs: list[Tensor]) -> list[str]:
-        return list(await asyncio.gather(*(self.client.put_tensor(t) for t in outputs)))
+    async def _upload(self, outputs: list[Tensor]) -> str:
+        """Store the outputs (batched with other jobs' by the uploader); the node that did."""
+        return await self.uploader.upload(outputs)
 
     async def _publish(self, job: dict[str, Any], outputs: list[Tensor]) -> None:
         """Submit (r = 1: after the upload) or commit to a computed job's outputs (r ≥ 2: while
@@ -426,13 +433,14 @@ class Miner:
         job_id = job["id"]
         assert self.sender is not None
         if job["replication"] == 1:
-            hashes = await self._upload(outputs)
+            await self._upload(outputs)
+            hashes = [t.hash for t in outputs]
             if await self._send(SUBMIT_RESULT, submit_body(job_id, hashes)):
                 self.stats.submitted += 1
             return
         hashes = [t.hash for t in outputs]
         salt = secrets.token_hex(32)
-        record = _Committed(hashes, salt, outputs, url=self.client.url)
+        record = _Committed(hashes, salt, outputs)
         record.uploaded = asyncio.create_task(self._upload(outputs))
         self._committed[job_id] = record
         if not await self._send(COMMIT_RESULT, commit_body(job_id, self.address, hashes, salt)):
@@ -445,17 +453,15 @@ class Miner:
         body = reveal_body(job_id, record.outputs, record.salt)
         if record.uploaded is not None:
             try:
-                await record.uploaded
+                record.url = await record.uploaded
             except LedgerError as exc:  # the node died mid-upload: upload again below
                 log.info("output upload for job %s… failed: %s", job_id[:16], exc)
                 record.url = ""
         if record.url != self.client.url:  # failed over since: the new node needs the outputs
-            await asyncio.gather(*(self.client.put_tensor(t) for t in record.tensors))
-            record.url = self.client.url
+            record.url = await self._upload(record.tensors)
         if not await self._send(REVEAL_RESULT, body):
             # Typically a fail-over: the new node lacks our outputs. Upload them and try again.
-            for tensor in record.tensors:
-                await self.client.put_tensor(tensor)
+            record.url = await self._upload(record.tensors)
             if not await self._send(REVEAL_RESULT, body):
                 return
         self.stats.revealed += 1
