@@ -25,8 +25,17 @@ from bisect import bisect_left, insort
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ledger.state import OPEN, REVEALING, Job, State
+from ledger.transactions import (
+    COMMIT_RESULT,
+    COMMIT_RESULTS,
+    REVEAL_RESULT,
+    REVEAL_RESULTS,
+    SUBMIT_RESULT,
+    result_items,
+)
 
 #: A miner counts as active while it long-polls this node, and this long after this node last
 #: saw it (an answer, or a result of it pending): a dead miner's jobs move to others this soon.
@@ -227,18 +236,75 @@ def build(state: State, miners: frozenset[str], jobs: Iterable[Job]) -> Index:
     return index
 
 
+_COMMITS = (COMMIT_RESULT, SUBMIT_RESULT, COMMIT_RESULTS)
+_REVEALS = (REVEAL_RESULT, REVEAL_RESULTS)
+
+
+def _less(counts: Counter[Any], key: Any) -> None:
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]
+
+
 @dataclass
 class Pending:
-    """Results waiting in this node's pending set."""
+    """Results waiting in this node's pending set, followed tx by tx as the set changes (a
+    pending tx is read once, not at every request: a busy node holds hundreds of them)."""
 
-    per_job: Counter[str] = field(default_factory=Counter)
-    """Pending commitments and submissions per job."""
-    senders: dict[str, set[str]] = field(default_factory=dict)
-    """job -> miners with a pending commitment or submission."""
-    reveals: set[tuple[str, str]] = field(default_factory=set)
+    senders: dict[str, Counter[str]] = field(default_factory=dict)
+    """job -> miners with a pending commitment or submission (-> how many)."""
+    reveals: Counter[tuple[str, str]] = field(default_factory=Counter)
     """(job, miner) with a pending reveal."""
     by_miner: Counter[str] = field(default_factory=Counter)
     """Pending commitments and submissions per miner."""
+    miners: Counter[str] = field(default_factory=Counter)
+    """Senders of pending result txs (-> how many)."""
+    txs: dict[str, tuple[bool, str, tuple[str, ...]] | None] = field(default_factory=dict)
+    """Pending tx hash -> (commits?, sender, job ids), None for txs that are not results."""
+
+    def follow(self, pending: dict[str, Any]) -> None:
+        """Take the replica's pending set (tx hash -> tx) as it is now."""
+        known = self.txs
+        if known.keys() == pending.keys():
+            return
+        for tx_hash in known.keys() - pending.keys():
+            self._remove(known.pop(tx_hash))
+        for tx_hash in pending.keys() - known.keys():
+            known[tx_hash] = entry = _entry(pending[tx_hash])
+            if entry is not None:
+                self._add(entry)
+
+    def _add(self, entry: tuple[bool, str, tuple[str, ...]]) -> None:
+        commits, sender, jobs = entry
+        self.miners[sender] += 1
+        for job_id in jobs:
+            if commits:
+                self.senders.setdefault(job_id, Counter())[sender] += 1
+                self.by_miner[sender] += 1
+            else:
+                self.reveals[(job_id, sender)] += 1
+
+    def _remove(self, entry: tuple[bool, str, tuple[str, ...]] | None) -> None:
+        if entry is None:
+            return
+        commits, sender, jobs = entry
+        _less(self.miners, sender)
+        for job_id in jobs:
+            if commits:
+                _less(self.senders[job_id], sender)
+                if not self.senders[job_id]:
+                    del self.senders[job_id]
+                _less(self.by_miner, sender)
+            else:
+                _less(self.reveals, (job_id, sender))
+
+
+def _entry(tx: Any) -> tuple[bool, str, tuple[str, ...]] | None:
+    kind = getattr(tx, "type", None)
+    if kind not in _COMMITS and kind not in _REVEALS:
+        return None
+    jobs = tuple(item["job_id"] for item in result_items(tx))  # one per job, batches included
+    return (kind in _COMMITS, tx.sender, jobs)
 
 
 @dataclass

@@ -43,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import time
 import weakref
+from collections.abc import Collection
 from itertools import islice
 from typing import Any
 
@@ -56,14 +57,6 @@ from api.deps import NodeDep
 from api.routes.assignment import DEFAULT_DEPTH, Book, Index, Pending
 from api.routes.jobs import JobOut, job_out
 from ledger.state import FINAL_STATUSES, Job
-from ledger.transactions import (
-    COMMIT_RESULT,
-    COMMIT_RESULTS,
-    REVEAL_RESULT,
-    REVEAL_RESULTS,
-    SUBMIT_RESULT,
-    result_items,
-)
 
 router = APIRouter(prefix="/work", tags=["work"])
 
@@ -118,30 +111,18 @@ def _book(node: Any) -> Book:
 
 
 def _pending(node: NodeDep, book: Book, now: float) -> Pending:
-    """Scan the replica's pending txs (at most once per millisecond); note their senders."""
+    """Follow the replica's pending txs (at most once per millisecond); note their senders."""
     if now - book.pending_at < 0.001:
         return book.pending
-    found = Pending()
+    pending = book.pending
     replica = node.replica
-    if replica is not None:
-        for tx in list(replica.pending.values()):
-            kind = getattr(tx, "type", None)
-            if kind in (COMMIT_RESULT, SUBMIT_RESULT, COMMIT_RESULTS):
-                for item in result_items(tx):  # one per job, batches included
-                    job_id = item["job_id"]
-                    found.per_job[job_id] += 1
-                    found.senders.setdefault(job_id, set()).add(tx.sender)
-                    found.by_miner[tx.sender] += 1
-            elif kind in (REVEAL_RESULT, REVEAL_RESULTS):
-                for item in result_items(tx):
-                    found.reveals.add((item["job_id"], tx.sender))
-            else:
-                continue
-            if tx.sender not in book.seen:
-                book.index = None  # a new miner: rank again
-            book.see(tx.sender, now)
-    book.pending, book.pending_at = found, now
-    return found
+    pending.follow(replica.pending if replica is not None else {})
+    for sender in pending.miners:
+        if sender not in book.seen:
+            book.index = None  # a new miner: rank again
+        book.see(sender, now)
+    book.pending_at = now
+    return pending
 
 
 def _index(node: NodeDep, book: Book, now: float) -> Index:
@@ -155,7 +136,7 @@ def _index(node: NodeDep, book: Book, now: float) -> Index:
 
 def _takes(job: Job, miner: str, assigned: tuple[str, ...], pending: Pending) -> bool:
     """Is `miner` still one of the assigned miners for a free slot, given pending results?"""
-    others = pending.senders.get(job.id, set())
+    others: Collection[str] = pending.senders.get(job.id, ())
     if miner in others:
         return False
     free = job.replication - len(job.commits) - len(others)
@@ -172,7 +153,7 @@ def _stealable(
     assigned = index.assigned.get(job.id, ())
     if miner in assigned or miner in job.commits or miner in job.reveals:
         return False
-    others = pending.senders.get(job.id, set())
+    others: Collection[str] = pending.senders.get(job.id, ())
     if miner in others or len(job.commits) + len(others) >= job.replication:
         return False
     # One thief per job (the highest-ranked idle miner that is not an owner): idle thieves that

@@ -18,12 +18,28 @@ from api.routes.assignment import (
     DEFAULT_DEPTH,
     STALE_S,
     Book,
+    Pending,
     build,
     job_key,
     live_jobs,
     rank_miners,
 )
+from ledger.identity import Keypair
 from ledger.state import OPEN, REVEALING, SETTLED, WAITING, Job
+from ledger.transactions import (
+    COMMIT_RESULT,
+    COMMIT_RESULTS,
+    REVEAL_RESULT,
+    REVEAL_RESULTS,
+    TRANSFER,
+    Tx,
+    commit_body,
+    commits_body,
+    reveal_body,
+    reveals_body,
+    sign_tx,
+    transfer_body,
+)
 
 
 def reference(
@@ -217,3 +233,52 @@ def test_the_book_rebuilds_when_the_active_miners_change_and_follows_blocks_othe
         _same(index, want)
     assert miners[3] in index.miners
     assert book.refresh(state, history.height, None, 29.0) is index, "same height: kept"
+
+
+def _pending_tx(rng: random.Random, keys: list[Keypair], jobs: list[str], nonce: int) -> Tx:
+    key = rng.choice(keys)
+    picked = rng.sample(jobs, rng.randrange(1, 4))
+    commits = [commit_body(j, key.address, ["ee" * 32], "ab" * 32) for j in picked]
+    reveals = [reveal_body(j, ["ee" * 32], "ab" * 32) for j in picked]
+    kind, body = rng.choice(
+        [
+            (COMMIT_RESULT, commits[0]),
+            (REVEAL_RESULT, reveals[0]),
+            (COMMIT_RESULTS, commits_body(commits)),
+            (REVEAL_RESULTS, reveals_body(reveals)),
+            (TRANSFER, transfer_body("00" * 32, 1)),  # not a result: ignored
+        ]
+    )
+    return sign_tx(key, "test-chain", kind, nonce, body)
+
+
+def test_pending_results_followed_tx_by_tx_match_a_fresh_scan() -> None:
+    """`Pending.follow` gives what reading every pending tx again would give."""
+    rng = random.Random(3)
+    keys = [Keypair.from_seed(bytes([i]) * 32) for i in range(3)]
+    jobs = [_address(rng) for _ in range(5)]
+    pending: dict[str, Tx] = {}
+    followed = Pending()
+    for step in range(80):
+        for tx_hash in rng.sample(sorted(pending), min(len(pending), rng.randrange(3))):
+            del pending[tx_hash]
+        for _ in range(rng.randrange(4)):
+            tx = _pending_tx(rng, keys, jobs, step)
+            pending[tx.hash] = tx
+        followed.follow(dict(pending))
+        fresh = Pending()
+        fresh.follow(dict(pending))
+        want_senders: dict[str, set[str]] = {}
+        want_reveals: set[tuple[str, str]] = set()
+        for tx in pending.values():
+            items = tx.body.get("commits") or tx.body.get("reveals") or [tx.body]
+            for item in items if tx.type != TRANSFER else []:
+                if tx.type in (COMMIT_RESULT, COMMIT_RESULTS):
+                    want_senders.setdefault(item["job_id"], set()).add(tx.sender)
+                else:
+                    want_reveals.add((item["job_id"], tx.sender))
+        assert {j: set(c) for j, c in followed.senders.items()} == want_senders
+        assert set(followed.reveals) == want_reveals
+        assert followed.by_miner == fresh.by_miner and followed.miners == fresh.miners
+        assert all(n > 0 for n in followed.by_miner.values())
+        assert followed.senders == fresh.senders and followed.reveals == fresh.reveals

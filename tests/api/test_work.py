@@ -5,6 +5,7 @@ deep queues, reveals-only polls; `GET /work/tensors`: several tensors in one fra
 from __future__ import annotations
 
 import time
+from collections import Counter
 from types import SimpleNamespace
 from typing import Any
 
@@ -136,12 +137,12 @@ def test_a_thief_s_pending_commitment_takes_the_lowest_ranked_owner_s_slot() -> 
     job = SimpleNamespace(id="11" * 32, replication=2, commits={}, reveals={})
     idle = Pending()
     assert _takes(job, a, (a, b), idle) and _takes(job, b, (a, b), idle)  # type: ignore[arg-type]
-    stolen = Pending(senders={job.id: {thief}})
+    stolen = Pending(senders={job.id: Counter([thief])})
     assert _takes(job, a, (a, b), stolen)  # type: ignore[arg-type]
     assert not _takes(job, b, (a, b), stolen)  # type: ignore[arg-type]
-    both = Pending(senders={job.id: {thief, a}})
+    both = Pending(senders={job.id: Counter([thief, a])})
     assert not _takes(job, b, (a, b), both)  # type: ignore[arg-type]
-    own = Pending(senders={job.id: {a}})
+    own = Pending(senders={job.id: Counter([a])})
     assert not _takes(job, a, (a, b), own) and _takes(job, b, (a, b), own)  # type: ignore[arg-type]
 
 
