@@ -10,13 +10,14 @@ open jobs as it has free workers plus `PREFETCH` (plus the jobs it took and has 
 which the node still lists), and for reveals only (`limit=0`) while its workers and backlog are
 full, so a busy miner is woken by its reveals, not by every block; when a
 worker frees up and the backlog runs low, the poll is restarted to ask for jobs. Up to `workers`
-jobs are computed at once: inputs are downloaded and checked against their hashes (and cached),
-the kernel runs in a thread (`ledger.kernels.execute` releases the GIL inside BLAS), and the
-worker slot is free again. Publishing never holds a slot: the commitment hides the outputs, so
-the `commit_result` (replication ≥ 2, with a fresh 32-byte salt) goes out through the `TxSender`
-while the outputs upload through the `Uploader` (outputs queued while an upload is in flight
-share the next request); only the `reveal_result`, sent when the job's reveal phase starts,
-waits for the upload. Replication 1 uploads, then sends a `submit_result` (it names the
+jobs are computed at once: inputs are downloaded and checked against their hashes (and cached;
+one `GET /work/tensors` brings the missing inputs of all the jobs started or prefetched after a
+poll), the kernel runs in a thread (`ledger.kernels.execute` releases the GIL inside BLAS), and
+the worker slot is free again. Publishing never holds a slot: the commitment hides the outputs,
+so the `commit_result` (replication ≥ 2, with a fresh 32-byte salt) goes out through the
+`TxSender` while the outputs upload through the `Uploader` (outputs queued while an upload is in
+flight share the next request); only the `reveal_result`, sent when the job's reveal phase
+starts, waits for the upload. Replication 1 uploads, then sends a `submit_result` (it names the
 outputs). Pruning lost commitments and refreshing the earnings run beside the poll loop, never
 in it; so does announcing the miner to every node (at start and every `ANNOUNCE_EVERY_S`), so
 that all nodes assign jobs among the same miners.
@@ -31,11 +32,13 @@ computes nothing and tries to commit the commitment another miner already commit
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +74,8 @@ ANNOUNCE_EVERY_S = 5.0
 #: Open jobs asked for beyond the free workers, so a freed worker starts at once from the backlog.
 #: The node never lets another miner steal a job this deep in this miner's queue.
 PREFETCH = 2
+#: Most tensors in one `GET /work/tensors` (the node's limit, api/routes/work.py MAX_TENSORS).
+FETCH_MAX = 64
 
 
 @dataclass
@@ -161,7 +166,8 @@ class Miner:
         self._backlog: list[dict[str, Any]] = []
         self._cache: OrderedDict[str, Tensor] = OrderedDict()
         self._fetching: dict[str, asyncio.Task[list[Tensor]]] = {}
-        """tensor hash -> the download (of a job's missing inputs, in one request) bringing it."""
+        """tensor hash -> the download bringing it (one request for the missing inputs of all
+        the jobs a poll handed out)."""
         self._stopping = False
         self._abandon = asyncio.Event()
         self._last_stats = 0.0
@@ -283,6 +289,8 @@ class Miner:
             log.warning("abandoning %d unfinished job(s)", left)
 
     async def _cancel_all(self) -> None:
+        for fetch in set(self._fetching.values()):
+            fetch.cancel()
         for task in list(self._active):
             task.cancel()
         if self._active:
@@ -313,22 +321,26 @@ class Miner:
         self._backlog = [j for j in self._backlog if j["id"] not in stolen]
 
     def _fill_workers(self) -> None:
+        started: list[dict[str, Any]] = []
         while self._backlog and self._busy() < self.config.workers and not self._stopping:
             job = self._backlog.pop(0)
             if job["id"] in self._taken:
                 continue
             self._taken.add(job["id"])
             self._unsent.add(job["id"])
+            started.append(job)
             if self.config.byzantine == "copy" and job["replication"] > 1:
                 self._spawn(self._copy(job), counts=True)
             else:
                 self._spawn(self._work(job), counts=True)
-        # Download the inputs of the next jobs while the workers compute.
-        for job in self._backlog[:PREFETCH]:
-            if all(h is not None for h in job["input_hashes"]) and not all(
-                h in self._cache or h in self._fetching for h in job["input_hashes"]
-            ):
-                self._spawn(self._prefetch(job))
+        # One download for the inputs of the jobs just started and of the next ones (those are
+        # prefetched while the workers compute); the workers find their inputs on the way.
+        self._fetch(
+            h
+            for job in started + self._backlog[:PREFETCH]
+            if all(h is not None for h in job["input_hashes"])
+            for h in job["input_hashes"]
+        )
         if self._wanted():
             self._want_work.set()
 
@@ -351,44 +363,69 @@ class Miner:
 
     # ------------------------------------------------------------------------------ jobs
 
+    def _fetch(self, hashes: Iterable[str]) -> None:
+        """Start downloading those of `hashes` neither cached nor already on their way, in as
+        few requests as the node allows (each tensor checked against its hash)."""
+        fresh = list(
+            dict.fromkeys(h for h in hashes if h not in self._cache and not self._on_the_way(h))
+        )
+        for start in range(0, len(fresh), FETCH_MAX):
+            names = fresh[start : start + FETCH_MAX]
+            fetch = asyncio.create_task(self.client.get_tensors(names), name="fetch")
+            for tensor_hash in names:
+                self._fetching[tensor_hash] = fetch
+            fetch.add_done_callback(functools.partial(self._fetched, names))
+
+    def _on_the_way(self, tensor_hash: str) -> bool:
+        """Is a download bringing this tensor? (A failed one may still be listed: its done
+        callback runs after whoever saw it fail first.)"""
+        fetch = self._fetching.get(tensor_hash)
+        if fetch is None:
+            return False
+        return not fetch.done() or (not fetch.cancelled() and fetch.exception() is None)
+
+    def _fetched(self, names: list[str], fetch: asyncio.Task[list[Tensor]]) -> None:
+        for name in names:
+            if self._fetching.get(name) is fetch:
+                del self._fetching[name]
+        if fetch.cancelled():
+            return
+        exc = fetch.exception()
+        if exc is not None:  # the jobs waiting for it see the error and try on their own
+            log.debug("downloading %d tensor(s) failed: %s", len(names), exc)
+            return
+        for tensor in fetch.result():
+            self._cache[tensor.hash] = tensor
+            if len(self._cache) > TENSOR_CACHE:
+                self._cache.popitem(last=False)
+
     async def _inputs(self, job: dict[str, Any]) -> list[Tensor]:
-        """The job's input tensors: cached ones, and the rest in one download (each checked
-        against its hash); an input another job is already downloading is waited for."""
+        """The job's input tensors: cached ones, and the rest from the download bringing them
+        (started here if none is); if a shared download fails, the job's own missing inputs
+        are downloaded once more on their own before the job gives up."""
         hashes: list[str | None] = job["input_hashes"]
         if any(h is None for h in hashes):
             raise LedgerError(f"job {job['id'][:16]}… lists an input that has not settled")
         wanted = [str(h) for h in hashes]
         got: dict[str, Tensor] = {}
-        for tensor_hash in wanted:
-            if tensor_hash in self._cache:
-                got[tensor_hash] = self._cache[tensor_hash]
-                self._cache.move_to_end(tensor_hash)
-        missing = list(dict.fromkeys(h for h in wanted if h not in got))
-        fresh = [h for h in missing if h not in self._fetching]
-        if fresh:
-            fetch = asyncio.create_task(self.client.get_tensors(fresh))
-            for tensor_hash in fresh:
-                self._fetching[tensor_hash] = fetch
-
-            def forget(_: object, names: list[str] = fresh) -> None:
-                for name in names:
-                    self._fetching.pop(name, None)
-
-            fetch.add_done_callback(forget)
-        for fetch in {id(self._fetching[h]): self._fetching[h] for h in missing}.values():
-            for tensor in await asyncio.shield(fetch):
-                got[tensor.hash] = tensor
-        for tensor_hash in missing:
-            self._cache[tensor_hash] = got[tensor_hash]
-            if len(self._cache) > TENSOR_CACHE:
-                self._cache.popitem(last=False)
+        for attempt in range(2):
+            for tensor_hash in wanted:
+                if tensor_hash not in got and tensor_hash in self._cache:
+                    got[tensor_hash] = self._cache[tensor_hash]
+                    self._cache.move_to_end(tensor_hash)
+            missing = [h for h in wanted if h not in got]
+            if not missing:
+                break
+            self._fetch(missing)
+            fetches = {id(self._fetching[h]): self._fetching[h] for h in missing}
+            try:
+                for fetch in fetches.values():
+                    for tensor in await asyncio.shield(fetch):
+                        got[tensor.hash] = tensor
+            except LedgerError:
+                if attempt:
+                    raise
         return [got[h] for h in wanted]
-
-    async def _prefetch(self, job: dict[str, Any]) -> None:
-        try:
-            await self._inputs(job)
-        except LedgerError as exc:  # the job's own worker will try again and report it
-            log.debug("prefetching inputs of job %s… failed: %s", job["id"][:16], exc)
 
     async def _work(self, job: dict[str, Any]) -> None:
         job_id = job["id"]

@@ -1,5 +1,5 @@
-"""The miner's `Uploader`: outputs queued together go out as one batch upload (against a real
-in-process node); a node without the batch route still gets them."""
+"""The miner's `Uploader` (outputs queued together go out as one batch upload) and its batched
+input downloads, against a real in-process node; a node without the batch route still works."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from inprocess_chain import BASE, in_process_chain
 from ledger.tensor import Tensor
 from miner.client import NodeClient
 from miner.uploader import MAX_TENSORS, Uploader
+from miner.worker import Miner, MinerConfig
 
 
 class Counting(httpx.AsyncBaseTransport):
@@ -86,5 +87,36 @@ def test_a_node_without_batch_uploads_gets_one_put_per_tensor(tmp_path: Path) ->
             await uploader.stop()
         assert stored == {t.hash for t in first + second}
         assert not uploader.batched and uploader.requests == 1 + 3 + 2
+
+    asyncio.run(scenario())
+
+
+def test_inputs_of_several_jobs_come_in_one_download(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with in_process_chain(tmp_path) as chain:
+            transport = Counting(chain.transport)
+            async with NodeClient([BASE], transport=transport) as client:
+                jobs = [{"id": f"{i:064x}", "input_hashes": []} for i in range(5)]
+                inputs = [_tensors(3, seed) for seed in range(5)]
+                for job, tensors in zip(jobs, inputs, strict=True):
+                    await client.put_tensors(tensors)
+                    job["input_hashes"] = [t.hash for t in tensors]
+                miner = Miner(client, chain.miner_keys[0], MinerConfig(workers=2))
+                miner._fetch(h for job in jobs for h in job["input_hashes"])
+                got = await asyncio.gather(*(miner._inputs(job) for job in jobs))
+            assert got == inputs
+            assert transport.count("GET", "/api/v1/work/tensors") == 1
+            # A missing tensor fails the shared download; each job then tries on its own.
+            lost = _tensors(1, seed=99)[0]
+            async with NodeClient([BASE], transport=transport) as client:
+                miner = Miner(client, chain.miner_keys[0], MinerConfig(workers=2))
+                fine = {"id": "ab" * 32, "input_hashes": [t.hash for t in _tensors(1, seed=0)]}
+                bad = {"id": "cd" * 32, "input_hashes": [lost.hash]}
+                miner._fetch([*fine["input_hashes"], *bad["input_hashes"]])
+                results = await asyncio.gather(
+                    miner._inputs(fine), miner._inputs(bad), return_exceptions=True
+                )
+            assert results[0] == _tensors(1, seed=0)
+            assert "not stored" in str(results[1])
 
     asyncio.run(scenario())
