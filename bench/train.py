@@ -10,15 +10,18 @@ processes, PBFT over HTTP, SQLite ledgers):
 2. **latency**: job round latency — one small dense_forward job (r = 2) posted, settled by two
    miners (commit block, reveal block), and its output read back and hash-checked by the client:
    p50 / p99 over `--rounds` sequential rounds.
-3. **scaling**: 16 simulated miners (in one process, asyncio, one worker each) whose compute is
-   a fixed 100 ms sleep; `--scaling-jobs` (1600) independent r = 2 jobs; coordination efficiency
-   = achieved settled jobs/s / ideal (16 miners / (0.1 s × r) = 80 jobs/s). The ideal is what
-   the miners can possibly do: one worker computes back to back, and a miner's input downloads,
-   uploads, commits and reveals overlap its sleeps (prefetch, off-slot publishing), so the 100 ms
-   is the whole per-job cost of a slot. The run is 1600 jobs (20 s ideal), not 160 (2 s): with
+3. **scaling**: 16 simulated miners (one worker each; in `--scaling-processes` (4) processes of
+   4 miners, so that one busy event loop does not stretch every 100 ms sleep, as it did to
+   140-160 ms with all 16 in the bench process) whose compute is a fixed 100 ms sleep;
+   `--scaling-jobs` (1600) independent r = 2 jobs; coordination efficiency = achieved settled
+   jobs/s / ideal (16 miners / (0.1 s × r) = 80 jobs/s). The ideal is what the miners can
+   possibly do: one worker computes back to back, and a miner's input downloads, uploads,
+   commits and reveals overlap its sleeps (prefetch, off-slot publishing), so the 100 ms is the
+   whole per-job cost of a slot. The run is 1600 jobs (20 s ideal), not 160 (2 s): with
    160, the first block (~30 ms before any job opens) and the tail (the last job's compute,
    commit block and reveal block, ~200 ms) were 10-15% of the measurement on their own.
-4. **saturation**: small dense jobs, r = 2, 8 fast in-process miners: settled jobs/s.
+4. **saturation**: small dense jobs, r = 2, 8 fast miners × 4 workers (in the bench process
+   unless `--saturation-processes`): settled jobs/s.
 
 Posting (scaling, saturation) is paced by what the chain takes, not by a timer: chunks of `CHUNK`
 jobs, as `post_jobs` txs of `POST_BATCH` jobs each, go out while fewer than `WINDOW` post txs wait
@@ -33,11 +36,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
+import queue
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -99,16 +105,17 @@ class Poster:
         self.resubmitted = 0
 
     async def upload(self, tensors: list[Tensor]) -> None:
+        """Upload what this node lacks, 64 tensors per `POST /tensors/batch`, 4 at a time."""
         url = self.client.url
-        todo = {t.hash: t for t in tensors if (url, t.hash) not in self.uploaded}
-        semaphore = asyncio.Semaphore(8)
+        todo = list({t.hash: t for t in tensors if (url, t.hash) not in self.uploaded}.values())
+        semaphore = asyncio.Semaphore(4)
 
-        async def upload(t: Tensor) -> None:
+        async def upload(part: list[Tensor]) -> None:
             async with semaphore:
-                await self.client.put_tensor(t)
+                await self.client.put_tensors(part)
 
-        await asyncio.gather(*(upload(t) for t in todo.values()))
-        self.uploaded.update((url, h) for h in todo)
+        await asyncio.gather(*(upload(todo[i : i + 64]) for i in range(0, len(todo), 64)))
+        self.uploaded.update((url, t.hash) for t in todo)
 
     async def post(self, jobs: list[list[Tensor]], replication: int = 2) -> list[str]:
         if self.nonce < 0:
@@ -269,71 +276,202 @@ def bench_latency(root: Path, rounds: int) -> None:
 # ----------------------------------------------------------------------------- 3-4. throughput
 
 
-async def _throughput(
-    net: Devnet, miners: int, workers: int, simulate_ms: int, jobs: int
-) -> tuple[float, int]:
-    stop = asyncio.Event()
-    fleet = [
+@dataclass
+class FleetStats:
+    """What a fleet of miners did (summed over its miners, and over processes)."""
+
+    computed: int = 0
+    lost: int = 0
+    seconds_computing: float = 0.0
+    cpu_s: float = 0.0
+    """CPU time of the miner processes (0 when the miners ran in the bench process)."""
+
+    def add(self, other: FleetStats) -> None:
+        self.computed += other.computed
+        self.lost += other.lost
+        self.seconds_computing += other.seconds_computing
+        self.cpu_s += other.cpu_s
+
+
+def _fleet(urls: list[str], indexes: list[int], workers: int, simulate_ms: int) -> list[Miner]:
+    """Miners `indexes` of the fleet, each with a fresh identity, miner i first polling node
+    i mod n (and failing over round the others)."""
+    return [
         Miner(
-            NodeClient(net.urls[i % len(net.urls) :] + net.urls[: i % len(net.urls)]),
+            NodeClient(urls[i % len(urls) :] + urls[: i % len(urls)]),
             Keypair.generate(),
             MinerConfig(workers=workers, poll_wait_s=5, simulate_ms=simulate_ms),
         )
-        for i in range(miners)
+        for i in indexes
     ]
-    tasks = [asyncio.create_task(m.run(stop)) for m in fleet]
-    async with NodeClient(net.urls) as client:
-        status = await client.status()
-        poster = Poster(client, net.client_key, status["chain_id"])
-        batch = [dense_job(i, rows=4, k=8, n=4) for i in range(jobs)]
-        # Upload first: measure the chain, not the uploads.
-        await poster.upload([t for inputs in batch for t in inputs])
-        await asyncio.sleep(1.0)  # miners polling
-        started = time.perf_counter()
-        ids = await poster.paced(batch)
-        await poster.settle(ids)
-        elapsed = time.perf_counter() - started
-        if poster.reposted or poster.resubmitted:
-            print(
-                f"  ({poster.reposted} post_jobs failed with bad_nonce and were posted again; "
-                f"{poster.resubmitted} unknown ones were submitted again)"
-            )
-    stop.set()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    wasted = sum(m.stats.lost for m in fleet)
-    busy = sum(m.stats.seconds_computing for m in fleet) / (miners * workers * elapsed)
-    print(
-        f"  (miners computed {busy:.0%} of the time; {sum(m.stats.computed for m in fleet)} "
-        f"computations for {jobs} jobs)"
-    )
+
+
+async def _run_fleet(fleet: list[Miner], stop: asyncio.Event) -> FleetStats:
+    """Run miners until `stop`, then wind them down and sum their counters."""
+    await asyncio.gather(*(m.run(stop) for m in fleet), return_exceptions=True)
     for m in fleet:
         await m.client.aclose()
-    return elapsed, wasted
+    return FleetStats(
+        computed=sum(m.stats.computed for m in fleet),
+        lost=sum(m.stats.lost for m in fleet),
+        seconds_computing=sum(m.stats.seconds_computing for m in fleet),
+    )
 
 
-def bench_scaling(root: Path, miners: int = 16, jobs: int = 1600) -> None:
+def _miner_process(
+    urls: list[str], indexes: list[int], workers: int, simulate_ms: int, stop: Any, out: Any
+) -> None:
+    """Entry point of a miner process (multiprocessing, spawn): run miners `indexes` until the
+    `stop` event is set, then put their `FleetStats` (with this process's CPU time) on `out`."""
+
+    async def main() -> FleetStats:
+        fleet = _fleet(urls, indexes, workers, simulate_ms)
+        done = asyncio.Event()
+        running = asyncio.create_task(_run_fleet(fleet, done))
+        out.put(("ready", os.getpid()))
+        while not stop.is_set():
+            await asyncio.sleep(0.05)
+        done.set()
+        return await running
+
+    started = time.process_time()  # imports and start-up are not the miners' work
+    stats = asyncio.run(main())
+    stats.cpu_s = time.process_time() - started
+    out.put(("stats", stats))
+
+
+class MinerProcesses:
+    """The fleet split over `processes` OS processes (so one busy event loop does not stretch
+    every miner's sleeps and requests), started and stopped together."""
+
+    def __init__(
+        self, urls: list[str], miners: int, workers: int, simulate_ms: int, processes: int
+    ) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.stop = ctx.Event()
+        self.out: Any = ctx.Queue()
+        self.procs = [
+            ctx.Process(
+                target=_miner_process,
+                args=(urls, list(range(p, miners, processes)), workers, simulate_ms),
+                kwargs={"stop": self.stop, "out": self.out},
+                daemon=True,
+            )
+            for p in range(processes)
+        ]
+        for proc in self.procs:
+            proc.start()
+
+    def _get(self, kind: str, timeout: float) -> Any:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                got, value = self.out.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p.pid for p in self.procs if p.exitcode not in (None, 0)]
+                if dead or time.monotonic() > deadline:
+                    raise RuntimeError(f"miner processes: no {kind!r} (dead: {dead})") from None
+                continue
+            if got == kind:
+                return value
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        for _ in self.procs:
+            self._get("ready", timeout)
+
+    def finish(self, timeout: float = 120.0) -> FleetStats:
+        """Stop the miners (they finish and reveal what they started) and sum their stats."""
+        self.stop.set()
+        total = FleetStats()
+        try:
+            for _ in self.procs:
+                total.add(self._get("stats", timeout))
+        finally:
+            for proc in self.procs:
+                proc.join(timeout=10)
+                if proc.is_alive():
+                    proc.kill()
+                    proc.join()
+        return total
+
+
+async def _throughput(
+    net: Devnet, miners: int, workers: int, simulate_ms: int, jobs: int, processes: int = 1
+) -> tuple[float, int]:
+    """Post `jobs` small r = 2 jobs to a fleet of miners; (seconds until all settled, lost
+    commitments). `processes` > 1 runs the miners in that many processes (round robin)."""
+    stop = asyncio.Event()
+    group: MinerProcesses | None = None
+    running: asyncio.Task[FleetStats] | None = None
+    if processes > 1:
+        group = MinerProcesses(net.urls, miners, workers, simulate_ms, processes)
+        await asyncio.to_thread(group.wait_ready)
+    else:
+        running = asyncio.create_task(
+            _run_fleet(_fleet(net.urls, list(range(miners)), workers, simulate_ms), stop)
+        )
+    try:
+        async with NodeClient(net.urls) as client:
+            status = await client.status()
+            poster = Poster(client, net.client_key, status["chain_id"])
+            batch = [dense_job(i, rows=4, k=8, n=4) for i in range(jobs)]
+            # Upload first: measure the chain, not the uploads.
+            await poster.upload([t for inputs in batch for t in inputs])
+            await asyncio.sleep(1.0)  # miners polling
+            started = time.perf_counter()
+            ids = await poster.paced(batch)
+            await poster.settle(ids)
+            elapsed = time.perf_counter() - started
+            if poster.reposted or poster.resubmitted:
+                print(
+                    f"  ({poster.reposted} post_jobs failed with bad_nonce and were posted "
+                    f"again; {poster.resubmitted} unknown ones were submitted again)"
+                )
+    finally:
+        stop.set()
+        if group is not None:
+            stats = await asyncio.to_thread(group.finish)
+        else:
+            assert running is not None
+            stats = await running
+    busy = stats.seconds_computing / (miners * workers * elapsed)
+    where = (
+        f"{processes} miner processes, {stats.cpu_s:.1f} s CPU"
+        if processes > 1
+        else "miners in the bench process"
+    )
+    print(
+        f"  (miners computed {busy:.0%} of the time; {stats.computed} computations for {jobs} "
+        f"jobs; {where})"
+    )
+    return elapsed, stats.lost
+
+
+def bench_scaling(root: Path, miners: int = 16, jobs: int = 1600, processes: int = 4) -> None:
     net = start_devnet(root / "scaling", miners=0, params=DEVNET_PARAMS)
     try:
-        elapsed, wasted = asyncio.run(_throughput(net, miners, 1, 100, jobs))
+        elapsed, wasted = asyncio.run(_throughput(net, miners, 1, 100, jobs, processes))
     finally:
         net.processes.close()
     ideal = miners / (0.1 * 2)
     achieved = jobs / elapsed
     print(
-        f"scaling: {miners} simulated miners (100 ms per job, 1 job each at a time), {jobs} jobs, "
+        f"scaling: {miners} simulated miners in {max(1, processes)} process(es) (100 ms per job, "
+        f"1 job each at a time), {jobs} jobs, "
         f"r=2: {achieved:.1f} settled jobs/s vs ideal {ideal:.0f} -> efficiency "
         f"{achieved / ideal:.0%}; {wasted} commitments lost the race; load {load()}"
     )
 
 
-def bench_saturation(root: Path, miners: int = 8, jobs: int = 2000) -> None:
+def bench_saturation(root: Path, miners: int = 8, jobs: int = 2000, processes: int = 1) -> None:
     net = start_devnet(root / "saturation", miners=0, params=DEVNET_PARAMS)
     try:
-        elapsed, wasted = asyncio.run(_throughput(net, miners, 4, 0, jobs))
+        elapsed, wasted = asyncio.run(_throughput(net, miners, 4, 0, jobs, processes))
     finally:
         net.processes.close()
+    where = "in-process miners" if processes <= 1 else f"miners in {processes} processes"
     print(
-        f"saturation: {jobs} small dense jobs (4x8 @ 8x4), r=2, {miners} in-process miners: "
+        f"saturation: {jobs} small dense jobs (4x8 @ 8x4), r=2, {miners} {where}: "
         f"{jobs / elapsed:.0f} settled jobs/s ({elapsed:.1f} s); {wasted} lost commitments; "
         f"load {load()}"
     )
@@ -345,6 +483,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--jobs", type=int, default=2000, help="saturation batch size")
     parser.add_argument("--scaling-jobs", type=int, default=1600, help="scaling batch size")
+    parser.add_argument(
+        "--scaling-processes", type=int, default=4, help="processes the 16 scaling miners run in"
+    )
+    parser.add_argument(
+        "--saturation-processes",
+        type=int,
+        default=1,
+        help="processes the saturation miners run in (1: the bench process)",
+    )
     args = parser.parse_args()
     skip = set(args.skip.split(",")) if args.skip else set()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cpus, load {load()}")
@@ -355,9 +502,9 @@ def main() -> None:
         if "latency" not in skip:
             bench_latency(root, args.rounds)
         if "scaling" not in skip:
-            bench_scaling(root, jobs=args.scaling_jobs)
+            bench_scaling(root, jobs=args.scaling_jobs, processes=args.scaling_processes)
         if "saturation" not in skip:
-            bench_saturation(root, jobs=args.jobs)
+            bench_saturation(root, jobs=args.jobs, processes=args.saturation_processes)
 
 
 if __name__ == "__main__":
