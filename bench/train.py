@@ -282,6 +282,12 @@ class FleetStats:
 
     computed: int = 0
     lost: int = 0
+    txs: int = 0
+    """Txs the miners' senders got accepted (a batch tx counts once)."""
+    uploads: int = 0
+    """Output upload requests."""
+    requests: int = 0
+    """HTTP requests of the miners (all kinds)."""
     seconds_computing: float = 0.0
     cpu_s: float = 0.0
     """CPU time of the miner processes (0 when the miners ran in the bench process)."""
@@ -289,6 +295,9 @@ class FleetStats:
     def add(self, other: FleetStats) -> None:
         self.computed += other.computed
         self.lost += other.lost
+        self.txs += other.txs
+        self.uploads += other.uploads
+        self.requests += other.requests
         self.seconds_computing += other.seconds_computing
         self.cpu_s += other.cpu_s
 
@@ -314,6 +323,9 @@ async def _run_fleet(fleet: list[Miner], stop: asyncio.Event) -> FleetStats:
     return FleetStats(
         computed=sum(m.stats.computed for m in fleet),
         lost=sum(m.stats.lost for m in fleet),
+        txs=sum(m.sender.sent for m in fleet if m.sender is not None),
+        uploads=sum(m.uploader.requests for m in fleet),
+        requests=sum(m.client.requests for m in fleet),
         seconds_computing=sum(m.stats.seconds_computing for m in fleet),
     )
 
@@ -435,6 +447,7 @@ async def _throughput(
             assert running is not None
             stats = await running
     busy = stats.seconds_computing / (miners * workers * elapsed)
+    per = max(1, stats.computed)
     where = (
         f"{processes} miner processes, {stats.cpu_s:.1f} s CPU"
         if processes > 1
@@ -442,7 +455,8 @@ async def _throughput(
     )
     print(
         f"  (miners computed {busy:.0%} of the time; {stats.computed} computations for {jobs} "
-        f"jobs; {where})"
+        f"jobs; per computation {stats.requests / per:.2f} requests, {stats.txs / per:.2f} txs, "
+        f"{stats.uploads / per:.2f} uploads; {where})"
     )
     return elapsed, stats.lost
 

@@ -92,6 +92,8 @@ class NodeClient:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.failovers = 0
+        self.requests = 0
+        """Requests sent (each attempt counts; announcements too): benchmarks report it."""
         self._client = httpx.AsyncClient(
             timeout=timeout,
             transport=transport,
@@ -136,6 +138,7 @@ class NodeClient:
         last = ""
         for attempt in range(self.attempts):
             url = self.url
+            self.requests += 1
             try:
                 if timeout is not None:
                     kwargs["timeout"] = timeout
@@ -290,6 +293,7 @@ class NodeClient:
         all of them must rank the same miners. Returns how many nodes answered; never raises."""
 
         async def one(url: str) -> bool:
+            self.requests += 1
             try:  # `connection: close`: no idle connection to every node left in the pool
                 response = await self._client.get(
                     url + API + "/work",
