@@ -140,6 +140,10 @@ def node(
             log_level=settings.log_level,
             access_log=False,
             timeout_graceful_shutdown=3,
+            # The streaming peer lanes (api/p2p/streamserver.py) read a chunked request body as
+            # it arrives, which uvicorn's h11 protocol delivers piece by piece; with httptools
+            # (installed by uvicorn[standard]) the stream stalls and consensus stops.
+            http="h11",
         )
 
     profile = os.environ.get("LAYERCHAIN_PROFILE")
