@@ -380,9 +380,11 @@ class MinerProcesses:
             try:
                 got, value = self.out.get(timeout=1.0)
             except queue.Empty:
-                dead = [p.pid for p in self.procs if p.exitcode not in (None, 0)]
+                dead = {p.pid: p.exitcode for p in self.procs if p.exitcode not in (None, 0)}
                 if dead or time.monotonic() > deadline:
-                    raise RuntimeError(f"miner processes: no {kind!r} (dead: {dead})") from None
+                    raise RuntimeError(
+                        f"miner processes: no {kind!r} (pid: exit code of the dead: {dead})"
+                    ) from None
                 continue
             if got == kind:
                 return value
