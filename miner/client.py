@@ -13,6 +13,7 @@ Tensors are verified by hash on download (`Tensor.from_bytes(..., expected_hash=
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import logging
 import sys
@@ -276,16 +277,38 @@ class NodeClient:
         return result
 
     async def work(
-        self, miner: str, wait: float, since: int = -1, limit: int = 64
+        self, miner: str, wait: float, since: int = -1, limit: int = 64, inline_bytes: int = 0
     ) -> dict[str, Any]:
-        """Long-poll for this miner's work: `{"height", "commit": [job...], "reveal": [id...]}`,
-        answered once the chain is above `since`."""
-        result: dict[str, Any] = await self.get_json(
-            "/work",
-            params={"miner": miner, "wait": wait, "since": since, "limit": limit},
-            timeout=wait + 10.0,
-        )
+        """Long-poll for this miner's work: `{"height", "commit": [job...], "reveal": [id...],
+        "stolen": [id...], "tensors": {hash: Tensor}}`, answered once the chain is above `since`.
+
+        With `inline_bytes`, the node also sends input tensors of the `commit` jobs (up to that
+        many bytes); `tensors` holds those that are inputs of the listed jobs and hash to their
+        name (`Tensor.from_bytes(..., expected_hash=)`, as downloads are). Any other (a lying or
+        broken node) is left out and logged, so the miner downloads it as before."""
+        params: dict[str, Any] = {"miner": miner, "wait": wait, "since": since, "limit": limit}
+        if inline_bytes > 0:
+            params["inline_bytes"] = inline_bytes
+        result: dict[str, Any] = await self.get_json("/work", params=params, timeout=wait + 10.0)
+        result["tensors"] = self._inline_tensors(result)
         return result
+
+    def _inline_tensors(self, work: dict[str, Any]) -> dict[str, Tensor]:
+        sent = work.get("tensors") or {}
+        if not isinstance(sent, dict) or not sent:
+            return {}
+        wanted = {h for job in work.get("commit", ()) for h in job.get("input_hashes", ())}
+        out: dict[str, Tensor] = {}
+        for tensor_hash, encoded in sent.items():
+            if tensor_hash not in wanted:
+                log.warning("%s sent tensor %.16s… that no listed job uses", self.url, tensor_hash)
+                continue
+            try:
+                blob = base64.b64decode(encoded, validate=True)
+                out[tensor_hash] = Tensor.from_bytes(blob, expected_hash=tensor_hash)
+            except (TypeError, ValueError, LedgerError) as exc:
+                log.warning("%s sent a bad tensor %.16s…: %s", self.url, tensor_hash, exc)
+        return out
 
     async def announce(self, miner: str) -> int:
         """Tell every node (not just the current one) that `miner` is working: a reveals-only,

@@ -10,17 +10,18 @@ open jobs as it has free workers plus `PREFETCH` (plus the jobs it took and has 
 which the node still lists), and for reveals only (`limit=0`) while its workers and backlog are
 full, so a busy miner is woken by its reveals, not by every block; when a
 worker frees up and the backlog runs low, the poll is restarted to ask for jobs. Up to `workers`
-jobs are computed at once: inputs are downloaded and checked against their hashes (and cached;
-one `GET /work/tensors` brings the missing inputs of all the jobs started or prefetched after a
-poll), the kernel runs in a thread (`ledger.kernels.execute` releases the GIL inside BLAS), and
-the worker slot is free again. Publishing never holds a slot: the commitment hides the outputs,
-so the `commit_result` (replication ≥ 2, with a fresh 32-byte salt) goes out through the
-`TxSender` while the outputs upload through the `Uploader` (outputs queued while an upload is in
-flight share the next request); only the `reveal_result`, sent when the job's reveal phase
-starts, waits for the upload. Replication 1 uploads, then sends a `submit_result` (it names the
-outputs). Pruning lost commitments and refreshing the earnings run beside the poll loop, never
-in it; so does announcing the miner to every node (at start and every `ANNOUNCE_EVERY_S`), so
-that all nodes assign jobs among the same miners.
+jobs are computed at once: inputs come with the poll's answer (`inline_bytes`: the node sends
+those of the first jobs, up to `INLINE_BYTES`) or are downloaded (one `GET /work/tensors` brings
+the still missing inputs of all the jobs started or prefetched after a poll), and are checked
+against their hashes and cached; the kernel runs in a thread (`ledger.kernels.execute` releases
+the GIL inside BLAS), and the worker slot is free again. Publishing never holds a slot: the
+commitment hides the outputs, so the `commit_result` (replication ≥ 2, with a fresh 32-byte
+salt) goes out through the `TxSender` while the outputs upload through the `Uploader` (outputs
+queued while an upload is in flight share the next request); only the `reveal_result`, sent
+when the job's reveal phase starts, waits for the upload. Replication 1 uploads, then sends a
+`submit_result` (it names the outputs). Pruning lost commitments and refreshing the earnings run
+beside the poll loop, never in it; so does announcing the miner to every node (at start and
+every `ANNOUNCE_EVERY_S`), so that all nodes assign jobs among the same miners.
 
 On `stop` the miner takes no new job, finishes the jobs it started and reveals what it committed
 (so it is not slashed for a missing reveal), for at most `grace_s`; `abandon()` gives up at once.
@@ -76,6 +77,9 @@ ANNOUNCE_EVERY_S = 5.0
 PREFETCH = 2
 #: Most tensors in one `GET /work/tensors` (the node's limit, api/routes/work.py MAX_TENSORS).
 FETCH_MAX = 64
+#: Input bytes a poll asks the node to send along with the jobs (`GET /work?inline_bytes=`):
+#: the inputs of the first jobs then need no `GET /work/tensors`, one request less per poll.
+INLINE_BYTES = 256 * 1024
 
 
 @dataclass
@@ -198,7 +202,13 @@ class Miner:
                 limit = len(self._unsent) + self._free() + PREFETCH if self._wanted() else 0
                 self._want_work.clear()
                 poll = asyncio.create_task(
-                    self.client.work(self.address, self.config.poll_wait_s, since, limit=limit)
+                    self.client.work(
+                        self.address,
+                        self.config.poll_wait_s,
+                        since,
+                        limit=limit,
+                        inline_bytes=INLINE_BYTES if limit else 0,
+                    )
                 )
                 waits: set[asyncio.Task[Any]] = {poll, asyncio.create_task(stop.wait())}
                 if limit == 0:
@@ -220,6 +230,8 @@ class Miner:
                     since = -1
                     continue
                 since = int(work["height"])
+                for tensor in work["tensors"].values():  # verified by the client
+                    self._remember(tensor)
                 self._dispatch(work, replace_backlog=limit > 0)
             housekeeping.cancel()
             await self._wind_down()
@@ -395,9 +407,14 @@ class Miner:
             log.debug("downloading %d tensor(s) failed: %s", len(names), exc)
             return
         for tensor in fetch.result():
-            self._cache[tensor.hash] = tensor
-            if len(self._cache) > TENSOR_CACHE:
-                self._cache.popitem(last=False)
+            self._remember(tensor)
+
+    def _remember(self, tensor: Tensor) -> None:
+        """Cache a tensor already checked against its hash (least recently used goes first)."""
+        self._cache[tensor.hash] = tensor
+        self._cache.move_to_end(tensor.hash)
+        if len(self._cache) > TENSOR_CACHE:
+            self._cache.popitem(last=False)
 
     async def _inputs(self, job: dict[str, Any]) -> list[Tensor]:
         """The job's input tensors: cached ones, and the rest from the download bringing them

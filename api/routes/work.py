@@ -3,6 +3,9 @@
 - `GET /work?miner=ADDR&wait=S&limit=N`: what this miner should do now: open jobs assigned to it
   (then jobs it may steal), and jobs in their reveal phase awaiting its reveal. `limit=0` asks for
   reveals only (a miner whose workers and backlog are full).
+  With `inline_bytes=N` the answer also carries the input tensors of the `commit` jobs
+  (`tensors`: {hash: base64 of the wire bytes}), for the jobs in order, as long as they fit in N
+  bytes (capped at `MAX_INLINE_BYTES`): a miner then needs no `GET /work/tensors` per poll.
 - `GET /work/tensors?hash=H&hash=H...`: several tensors in one answer (a job's inputs), framed
   as `<4-byte big-endian length><tensor wire bytes>` each, in the order asked. One request per
   job instead of one per input: under load every request to a node costs more than the transfer.
@@ -40,6 +43,7 @@ Added by the miner/driver work (issue 6); served from `node.chain.state`, never 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import time
 import weakref
@@ -64,6 +68,8 @@ ADDRESS = r"^[0-9a-f]{64}$"
 MAX_RESULT_JOBS = 5000
 #: Most tensors in one `GET /work/tensors` (a job has a handful of inputs).
 MAX_TENSORS = 64
+#: Most input bytes `GET /work?inline_bytes=` carries (larger requests are capped to it).
+MAX_INLINE_BYTES = 1 << 20
 #: Steal candidates examined per request (newest first).
 STEAL_SCAN = 64
 
@@ -79,6 +85,10 @@ class WorkOut(BaseModel):
     stolen: list[str] = []
     """Ids of the `commit` jobs offered for stealing (assigned to others): start them now or
     not at all — kept in a backlog they would be reached by their owners first."""
+    tensors: dict[str, str] = {}
+    """With `inline_bytes=N`: input tensors of the `commit` jobs this node holds, as
+    {hash: base64 of the wire bytes}; those of the first jobs, in order, up to the first that
+    would exceed N bytes (before base64). The miner checks each against its hash, as a download."""
 
 
 class ResultStatus(BaseModel):
@@ -247,6 +257,12 @@ async def get_work(
     since: int = Query(
         -1, ge=-1, description="Answer only once the chain is above this height (or on timeout)."
     ),
+    inline_bytes: int = Query(
+        0,
+        ge=0,
+        description="Also return the `commit` jobs' input tensors, up to this many bytes "
+        f"(capped at {MAX_INLINE_BYTES}); 0: none.",
+    ),
 ) -> WorkOut:
     """Jobs this miner should commit to or must reveal; with `wait`, returns once there are.
 
@@ -279,12 +295,36 @@ async def get_work(
         if not book.polling[miner]:
             del book.polling[miner]
         book.see(miner, time.monotonic())
+    jobs = [job_out(node, job) for job in commit]
     return WorkOut(
         height=node.chain.height,
-        commit=[JobOut(**job_out(node, job)) for job in commit],
+        commit=[JobOut(**job) for job in jobs],
         reveal=reveal,
         stolen=stolen,
+        tensors=_inline(node, jobs, min(inline_bytes, MAX_INLINE_BYTES)),
     )
+
+
+def _inline(node: NodeDep, jobs: list[dict[str, Any]], budget: int) -> dict[str, str]:
+    """The jobs' input tensors this node holds, in job order, until the next one would exceed
+    `budget` bytes: those of the jobs the miner starts first. A tensor missing here is skipped
+    (the miner downloads it). Read unverified: the miner checks every one against its hash."""
+    out: dict[str, str] = {}
+    if budget <= 0:
+        return out
+    store = node.tensors
+    for job in jobs:
+        for tensor_hash in job["input_hashes"]:
+            if tensor_hash is None or tensor_hash in out:
+                continue
+            blob = store.get_unverified_bytes(tensor_hash)
+            if blob is None:
+                continue
+            if len(blob) > budget:
+                return out
+            budget -= len(blob)
+            out[tensor_hash] = base64.b64encode(blob).decode("ascii")
+    return out
 
 
 @router.get(

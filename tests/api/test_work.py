@@ -4,6 +4,7 @@ deep queues, reveals-only polls; `GET /work/tensors`: several tensors in one fra
 
 from __future__ import annotations
 
+import base64
 import time
 from collections import Counter
 from types import SimpleNamespace
@@ -13,6 +14,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 
 from api.core.node import Node
+from api.routes import work as work_route
 from api.routes.assignment import STALE_S, Pending, rank_miners
 from api.routes.work import _takes
 from ledger import kernels
@@ -303,3 +305,42 @@ def test_work_results_refuses_bad_bodies_with_a_reason(single_node) -> None:
         assert answer.status_code == status, answer.text
         assert words in answer.json()["detail"]
     assert client.post("/api/v1/work/results", content=b"{").status_code == 400
+
+
+def test_work_inlines_the_commit_jobs_input_tensors_when_asked(single_node) -> None:
+    client, node, key = single_node
+    _post_jobs(client, node, key, 4)
+    miner = MINERS[0]
+    plain = _work(client, miner, 100)
+    assert plain["commit"] and plain["tensors"] == {}, "no inline tensors unless asked"
+    response = client.get(
+        "/api/v1/work", params={"miner": miner, "limit": 100, "inline_bytes": 1 << 20}
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    wanted = [h for job in answer["commit"] for h in job["input_hashes"]]
+    assert list(answer["tensors"]) == list(dict.fromkeys(wanted)), "every input, in job order"
+    for tensor_hash, encoded in answer["tensors"].items():
+        blob = base64.b64decode(encoded)
+        assert Tensor.from_bytes(blob, expected_hash=tensor_hash).hash == tensor_hash
+    sizes = [len(base64.b64decode(answer["tensors"][h])) for h in dict.fromkeys(wanted)]
+    # A budget of the first four tensors and half the fifth brings exactly the first four.
+    budget = sum(sizes[:4]) + sizes[4] // 2
+    capped = client.get(
+        "/api/v1/work", params={"miner": miner, "limit": 100, "inline_bytes": budget}
+    ).json()
+    assert list(capped["tensors"]) == list(dict.fromkeys(wanted))[:4]
+
+
+def test_work_caps_inline_bytes_and_refuses_bad_values(single_node, monkeypatch) -> None:
+    client, node, key = single_node
+    _post_jobs(client, node, key, 4)
+    miner = MINERS[0]
+    monkeypatch.setattr(work_route, "MAX_INLINE_BYTES", 1)  # smaller than any tensor
+    capped = client.get("/api/v1/work", params={"miner": miner, "limit": 9, "inline_bytes": 10**9})
+    assert capped.status_code == 200, capped.text
+    assert capped.json()["commit"] and capped.json()["tensors"] == {}
+    for value in ("-1", "lots", "1.5"):
+        bad = client.get("/api/v1/work", params={"miner": miner, "inline_bytes": value})
+        assert bad.status_code == 422, bad.text
+        assert "inline_bytes" in bad.json()["detail"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import httpx
 import numpy as np
@@ -136,3 +137,35 @@ def test_a_tensor_batch_is_checked_tensor_by_tensor_and_frame_by_frame() -> None
         asyncio.run(fetch(framed(a), [a.hash, b.hash]))
     with pytest.raises(TensorError, match="unexpected bytes"):
         asyncio.run(fetch(framed(a, tail=b"xx"), [a.hash]))
+
+
+def test_inline_work_tensors_are_kept_only_when_they_hash_to_a_listed_job_s_input() -> None:
+    """A lying node: one tensor's bytes do not match its name, one is no listed job's input,
+    one is not base64. Only the honest one is handed to the miner."""
+    good, other, stray = (Tensor(np.arange(n, dtype=np.int64), 2) for n in (3, 4, 5))
+    lie = Tensor(np.arange(3, dtype=np.int64) + 1, 2)
+    bad_b64 = "ab" * 32
+    sent = {
+        good.hash: base64.b64encode(good.to_bytes()).decode(),
+        other.hash: base64.b64encode(lie.to_bytes()).decode(),
+        stray.hash: base64.b64encode(stray.to_bytes()).decode(),
+        bad_b64: "not base64!",
+    }
+    asked: list[httpx.QueryParams] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.params)
+        job = {"id": "11" * 32, "input_hashes": [good.hash, other.hash, bad_b64, None]}
+        return httpx.Response(
+            200, json={"height": 3, "commit": [job], "reveal": [], "stolen": [], "tensors": sent}
+        )
+
+    async def scenario() -> None:
+        async with NodeClient([GOOD], transport=httpx.MockTransport(handler)) as client:
+            work = await client.work("aa" * 32, wait=0, limit=4, inline_bytes=1000)
+            assert work["tensors"] == {good.hash: good}
+            plain = await client.work("aa" * 32, wait=0, limit=4)
+            assert "inline_bytes" not in asked[1] and asked[0]["inline_bytes"] == "1000"
+            assert list(plain["tensors"]) == [good.hash]  # still checked, whatever was asked
+
+    asyncio.run(scenario())

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 from inprocess_chain import BASE, InProcessChain, in_process_chain
 
@@ -61,12 +65,19 @@ async def _wait_settled(client: NodeClient, ids: list[str]) -> dict[str, Any]:
 
 
 async def _run_miners(
-    chain: InProcessChain, configs: list[MinerConfig], count: int, replication: int
+    chain: InProcessChain,
+    configs: list[MinerConfig],
+    count: int,
+    replication: int,
+    transport: httpx.AsyncBaseTransport | None = None,
 ) -> tuple[list[str], list[list[str]], dict[str, Any], list[MinerStats], dict[str, Any]]:
+    """Run miners (through `transport`, the node's own by default) until `count` jobs settle."""
     client = NodeClient([BASE], transport=chain.transport)
     stop = asyncio.Event()
     miners = [
-        Miner(NodeClient([BASE], transport=chain.transport), chain.miner_keys[i], config)
+        Miner(
+            NodeClient([BASE], transport=transport or chain.transport), chain.miner_keys[i], config
+        )
         for i, config in enumerate(configs)
     ]
     tasks = [asyncio.create_task(m.run(stop)) for m in miners]
@@ -173,5 +184,70 @@ def test_stopping_finishes_started_jobs_and_reveals_what_was_committed(tmp_path:
             for m in (a, *others):
                 await m.client.aclose()
             await client.aclose()
+
+    asyncio.run(scenario())
+
+
+class _Watching(httpx.AsyncBaseTransport):
+    """The node's transport, counting requests by method and path; with `lie`, a node that sends
+    every inline tensor of `GET /work` with its content changed (+1 in its first element)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport, lie: bool = False) -> None:
+        self.inner = inner
+        self.lie = lie
+        self.paths: Counter[str] = Counter()
+        self.lies = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.paths[f"{request.method} {request.url.path}"] += 1
+        response = await self.inner.handle_async_request(request)
+        if not self.lie or request.url.path != "/api/v1/work" or response.status_code != 200:
+            return response
+        body = json.loads(await response.aread())
+        for tensor_hash, encoded in body["tensors"].items():
+            tensor = Tensor.from_bytes(base64.b64decode(encoded))
+            data = np.array(tensor.data, copy=True)
+            data.flat[0] += 1
+            wrong = Tensor(data, tensor.frac_bits).to_bytes()
+            body["tensors"][tensor_hash] = base64.b64encode(wrong).decode()
+            self.lies += 1
+        return httpx.Response(200, json=body)
+
+
+def test_miners_compute_from_the_inputs_inlined_in_their_work_without_downloading(
+    tmp_path: Path,
+) -> None:
+    async def scenario() -> None:
+        async with in_process_chain(tmp_path) as chain:
+            watching = _Watching(chain.transport)
+            ids, expected, settled, stats, _ = await _run_miners(
+                chain, [MinerConfig(poll_wait_s=1), MinerConfig(poll_wait_s=1)], 4, 2, watching
+            )
+            assert [settled[i]["outputs"] for i in ids] == expected
+            assert sum(s.computed for s in stats) >= 8
+            assert watching.paths["GET /api/v1/work"] > 0
+            downloads = [p for p in watching.paths if p.startswith("GET /api/v1/work/tensors")]
+            downloads += [p for p in watching.paths if p.startswith("GET /api/v1/tensors/")]
+            assert downloads == [], watching.paths
+
+    asyncio.run(scenario())
+
+
+def test_miners_refuse_inline_inputs_that_do_not_match_their_hash_and_download_them(
+    tmp_path: Path,
+) -> None:
+    """A lying node changes every inline tensor: the miners compute from the downloaded, true
+    inputs, so the honest outputs settle and no miner is rejected."""
+
+    async def scenario() -> None:
+        async with in_process_chain(tmp_path) as chain:
+            lying = _Watching(chain.transport, lie=True)
+            ids, expected, settled, _, accounts = await _run_miners(
+                chain, [MinerConfig(poll_wait_s=1), MinerConfig(poll_wait_s=1)], 4, 2, lying
+            )
+            assert lying.lies > 0 and lying.paths["GET /api/v1/work/tensors"] > 0
+            assert [settled[i]["outputs"] for i in ids] == expected
+            for account in accounts.values():
+                assert account["miner"]["rejected"] == 0 and account["miner"]["accepted"] == 4
 
     asyncio.run(scenario())
