@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import httpx
@@ -88,6 +88,13 @@ class NodeReplica(Replica):
                 len(self.pending),
             )
         return stalled
+
+    def drop_pending(self, tx_hashes: Iterable[str]) -> None:
+        """Forget pending txs that can never be ordered: their sender's nonce has moved past
+        theirs (another tx with the same nonce committed). Left in place, such a tx is counted
+        as waiting by the view timer and by the work route for ever."""
+        for tx_hash in tx_hashes:
+            self.pending.pop(tx_hash, None)
 
     def _on_client_tx(self, tx_hash: str, tx: Any) -> None:
         # While a block is in flight and the next proposal waits for the application, the
@@ -366,8 +373,10 @@ class Node:
             if admitted is not None:
                 self.metrics.commit_latency.observe(now - admitted)
         self.mempool.remove_committed(hashes)
+        senders = {tx.sender for tx in block.block.txs}
         if len(self._queued):
-            self._to_core([], senders={tx.sender for tx in block.block.txs})
+            self._to_core([], senders=senders)
+        self._drop_stale(senders)
         self.metrics.block_apply.observe(elapsed)
         self.metrics.blocks.inc()
         self.metrics.txs_committed.inc(len(hashes))
@@ -386,6 +395,26 @@ class Node:
                 }
             )
         )
+
+    def _drop_stale(self, senders: set[str]) -> None:
+        """Drop pending txs of `senders` whose nonce the chain has used by now (see
+        `NodeReplica.drop_pending`). A client re-signing after a failed submission can leave
+        such a twin at a validator that admitted the first one; the primary refuses it."""
+        replica = self.replica
+        if replica is None or not replica.pending or not senders:
+            return
+        next_nonce = self.chain.next_nonce
+        stale = [
+            tx_hash
+            for tx_hash, tx in replica.pending.items()
+            if tx.sender in senders and tx.nonce < next_nonce(tx.sender)
+        ]
+        if stale:
+            log.info("dropping %d pending txs whose nonces were used by other txs", len(stale))
+            replica.drop_pending(stale)
+            self.mempool.remove_committed(stale)
+            for tx_hash in stale:
+                self._admitted.pop(tx_hash, None)
 
     def fetch_blocks(self, from_height: int, peers: tuple[str, ...]) -> None:
         self._spawn(self._fetch_blocks(from_height, peers))

@@ -289,6 +289,38 @@ def test_partitioned_node_falls_behind_then_catches_up(testnet: LocalTestnet) ->
     assert_identical_chains(net, ALL)
 
 
+def test_a_twin_whose_nonce_was_used_elsewhere_is_dropped(testnet: LocalTestnet) -> None:
+    """A client that re-signs after a failed submission can leave two txs with one nonce at two
+    validators. Once one commits the other can never be ordered, and the validator holding it
+    drops it — it used to stay pending for ever, counted as waiting by the view timer and as a
+    pending commitment by the work route (a job offered to nobody)."""
+    net = testnet
+    cut = 3
+    nonce = next_nonce(net, net.client.address)
+    to = net.miners[0].address if net.miners else net.client.address
+    twin, winner = (
+        sign_tx(net.client, net.genesis.chain_id, TRANSFER, nonce, transfer_body(to, amount))
+        for amount in (1, 2)
+    )
+    net.partition(cut, True)
+    try:
+        response = net.post(cut, "/api/v1/txs", json=twin.to_dict())
+        assert response.status_code == 202, response.text
+        assert net.get(cut, f"/api/v1/txs/{twin.hash}")["status"] == "pending"
+        (winner_hash,) = submit_round_robin(net, [winner.to_dict()], [0])
+        wait_committed(net, [winner_hash], [0, 1, 2], timeout=60)
+    finally:
+        net.partition(cut, False)
+    wait_committed(net, [winner_hash], [cut], timeout=60)
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{net.url(cut)}/api/v1/txs/{twin.hash}", timeout=10).status_code != 404:
+        assert time.monotonic() < deadline, "the stale twin is still pending at the cut node"
+        time.sleep(0.2)
+    hashes = submit_round_robin(net, sign_transfers(net, 4), ALL)
+    wait_committed(net, hashes, ALL, timeout=60)
+    assert_identical_chains(net, ALL)
+
+
 def test_all_four_restarted_at_once_continue_the_chain(testnet: LocalTestnet) -> None:
     net = testnet
     height = assert_identical_chains(net, ALL)
