@@ -18,7 +18,9 @@ class EventHub:
 
     def __init__(self) -> None:
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
-        self._changed = asyncio.Condition()
+        self._next = asyncio.Event()
+        """Set (and replaced) at each publish: every waiter wakes in the same loop turn, without
+        taking a lock one after the other as a Condition's waiters do."""
         self.last: dict[str, Any] | None = None
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
@@ -33,20 +35,21 @@ class EventHub:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
-    async def publish(self, event: dict[str, Any]) -> None:
+    def publish(self, event: dict[str, Any]) -> None:
+        """Hand `event` to every subscriber and wake every waiter (synchronous: called from the
+        commit path, so long-polls answer in the next loop turn, not after a task of its own)."""
         self.last = event
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()
             queue.put_nowait(event)
-        async with self._changed:
-            self._changed.notify_all()
+        woken, self._next = self._next, asyncio.Event()
+        woken.set()
 
     async def wait(self, timeout: float) -> bool:
         """Wait for the next published event; False on timeout."""
         try:
-            async with self._changed:
-                await asyncio.wait_for(self._changed.wait(), timeout)
+            await asyncio.wait_for(self._next.wait(), timeout)
             return True
         except TimeoutError:
             return False

@@ -382,18 +382,16 @@ class Node:
         self.metrics.txs_committed.inc(len(hashes))
         self.metrics.height.set(block.height)
         header = block.block.header
-        self._spawn(
-            self.events.publish(
-                {
-                    "height": header.height,
-                    "hash": header.hash,
-                    "time_ms": header.time_ms,
-                    "n_txs": header.n_txs,
-                    "view": header.view,
-                    "proposer": header.proposer,
-                    "state_root": result.state_root,
-                }
-            )
+        self.events.publish(
+            {
+                "height": header.height,
+                "hash": header.hash,
+                "time_ms": header.time_ms,
+                "n_txs": header.n_txs,
+                "view": header.view,
+                "proposer": header.proposer,
+                "state_root": result.state_root,
+            }
         )
 
     def _drop_stale(self, senders: set[str]) -> None:
