@@ -9,7 +9,7 @@ processes, PBFT over HTTP, SQLite ledgers):
    r = 2, 3 miner processes), wall time against `--local` of the same config (ratio).
 2. **latency**: job round latency — one small dense_forward job (r = 2) posted, settled by two
    miners (commit block, reveal block), and its output read back and hash-checked by the client:
-   p50 / p99 over `--rounds` sequential rounds.
+   p50 / p99 over `--rounds` sequential rounds, after `WARMUP_ROUNDS` unmeasured ones.
 3. **scaling**: 16 simulated miners (one worker each; in `--scaling-processes` (4) processes of
    4 miners, so that one busy event loop does not stretch every 100 ms sleep, as it did to
    140-160 ms with all 16 in the bench process) whose compute is a fixed 100 ms sleep;
@@ -242,12 +242,17 @@ def bench_epoch(root: Path) -> None:
 # ----------------------------------------------------------------------------- 2. latency
 
 
+#: Rounds run before the measured ones: the first round pays for the miners' first poll, the
+#: peers' first tensor push connections and cold caches (~280 ms, once).
+WARMUP_ROUNDS = 2
+
+
 async def _latency(net: Devnet, rounds: int) -> list[float]:
     async with NodeClient(net.urls) as client:
         status = await client.status()
         poster = Poster(client, net.client_key, status["chain_id"])
         times = []
-        for i in range(rounds):
+        for i in range(WARMUP_ROUNDS + rounds):
             inputs = dense_job(10_000 + i)
             await poster.upload(inputs)  # uploads are part of posting, but not of the job round
             started = time.perf_counter()
@@ -255,7 +260,8 @@ async def _latency(net: Devnet, rounds: int) -> list[float]:
             settled = await poster.settle([job_id])
             (record,) = settled.values()
             await client.get_tensor(record["outputs"][0])
-            times.append(time.perf_counter() - started)
+            if i >= WARMUP_ROUNDS:
+                times.append(time.perf_counter() - started)
         return times
 
 
@@ -268,7 +274,8 @@ def bench_latency(root: Path, rounds: int) -> None:
     p50 = statistics.median(times) * 1000
     p99 = times[min(len(times) - 1, int(0.99 * len(times)))] * 1000
     print(
-        f"latency: job round (post -> settled with r=2 -> output read back), {rounds} rounds: "
+        f"latency: job round (post -> settled with r=2 -> output read back), {rounds} rounds "
+        f"after {WARMUP_ROUNDS} unmeasured: "
         f"p50 {p50:.0f} ms, p99 {p99:.0f} ms; load {load()}"
     )
 
