@@ -72,6 +72,8 @@ STATS_EVERY_S = 5.0
 PRUNE_AFTER_S = 10.0
 #: Every node is told this often that the miner works (nodes forget a miner after 10 s).
 ANNOUNCE_EVERY_S = 5.0
+#: Jobs of at most this many multiply-accumulates run on the event loop, not in a thread.
+INLINE_MACS = 50_000
 #: Open jobs asked for beyond the free workers, so a freed worker starts at once from the backlog.
 #: The node never lets another miner steal a job this deep in this miner's queue.
 PREFETCH = 2
@@ -460,7 +462,11 @@ class Miner:
         """Compute a job in this worker slot; hand its publishing to a task of its own."""
         inputs = await self._inputs(job)
         started = time.monotonic()
-        outputs = await asyncio.to_thread(kernels.execute, job["op"], job["params"], inputs)
+        if int(job.get("macs", INLINE_MACS + 1)) <= INLINE_MACS:
+            # A tiny job computes in microseconds: handing it to a thread and back cost ~2 ms.
+            outputs = kernels.execute(job["op"], job["params"], inputs)
+        else:
+            outputs = await asyncio.to_thread(kernels.execute, job["op"], job["params"], inputs)
         if self.config.simulate_ms:
             await asyncio.sleep(self.config.simulate_ms / 1000)
         self.stats.seconds_computing += time.monotonic() - started
@@ -499,6 +505,7 @@ class Miner:
         self._committed[job_id] = record
         if not await self._send(COMMIT_RESULT, commit_body(job_id, self.address, hashes, salt)):
             del self._committed[job_id]
+            self._taken.discard(job_id)  # refused: if it is offered again, it may be retried
             await asyncio.gather(record.uploaded, return_exceptions=True)
             return
         self.stats.committed += 1
@@ -569,6 +576,18 @@ class Miner:
             except LedgerError:
                 return
             if job["status"] == "open":
+                record = self._committed.get(job_id)
+                if (
+                    self.address in job["committed_miners"]
+                    or record is None
+                    or now - record.at < PRUNE_AFTER_S
+                ):
+                    continue  # waiting for the other replicas' (or for its own block)
+                # Our commitment never reached the chain (its tx was lost with a node, or a twin
+                # of it took its nonce): forget it, so the job is taken again when offered.
+                self._committed.pop(job_id, None)
+                self._taken.discard(job_id)
+                self.stats.lost += 1
                 continue
             if job["status"] != "revealing" or self.address not in job["committed_miners"]:
                 record = self._committed.pop(job_id, None)

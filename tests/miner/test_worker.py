@@ -18,7 +18,7 @@ from ledger.tensor import Tensor
 from ledger.transactions import POST_JOB, post_job_body, tensor_input
 from miner.client import NodeClient
 from miner.txsender import TxSender
-from miner.worker import Miner, MinerConfig, MinerStats
+from miner.worker import Miner, MinerConfig, MinerStats, _Committed
 
 
 def _dense_inputs(seed: int) -> list[Tensor]:
@@ -249,5 +249,40 @@ def test_miners_refuse_inline_inputs_that_do_not_match_their_hash_and_download_t
             assert [settled[i]["outputs"] for i in ids] == expected
             for account in accounts.values():
                 assert account["miner"]["rejected"] == 0 and account["miner"]["accepted"] == 4
+
+    asyncio.run(scenario())
+
+
+def test_a_commitment_that_never_reached_the_chain_is_forgotten_and_the_job_taken_again(
+    tmp_path: Path,
+) -> None:
+    """A commit tx can be accepted by a node and still never be ordered (lost with the node, or
+    a twin of it took its nonce). The miner must not hold such a job for ever: while the job is
+    open and the chain lists no commitment of this miner, the job is forgotten (and counted as
+    lost), so the next offer of it is taken and computed again."""
+
+    async def scenario() -> None:
+        async with in_process_chain(tmp_path) as chain:
+            client = NodeClient([BASE], transport=chain.transport)
+            (job_id,), _ = await _post_jobs(chain, client, 1, 2)
+            miner = Miner(
+                NodeClient([BASE], transport=chain.transport),
+                chain.miner_keys[0],
+                MinerConfig(poll_wait_s=1),
+            )
+            miner._taken.add(job_id)
+            miner._committed[job_id] = _Committed(["ab" * 32], "cd" * 32, [], at=-1e9)
+            for _ in range(200):  # until the post is in a block
+                if (await client.tx(job_id) or {}).get("status") == "committed":
+                    break
+                await asyncio.sleep(0.02)
+            assert (await client.job(job_id))["status"] == "open"
+            await miner._prune(min_age_s=0.0)
+            assert job_id not in miner._taken and job_id not in miner._committed
+            assert miner.stats.lost == 1
+            work = await miner.client.work(miner.address, 0, -1, limit=4)
+            assert job_id in [j["id"] for j in work["commit"]]  # offered again: it can be taken
+            await miner.client.aclose()
+            await client.aclose()
 
     asyncio.run(scenario())
