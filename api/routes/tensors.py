@@ -50,9 +50,15 @@ _UPLOAD = {
 
 async def _upload(request: Request, node: NodeDep, expected: str | None) -> TensorOut:
     blob = await read_limited(request, node.settings.max_tensor_bytes)
+    return _store(node, blob, expected)
+
+
+def _store(node: NodeDep, blob: bytes, expected: str | None) -> TensorOut:
+    """Verify and store one uploaded tensor; a new one is pushed on to the other validators at
+    once (replicated now, not when a block first names it)."""
     tensor, created = node.put_tensor(blob, expected)
     if created:
-        node.tensor_pusher.push(tensor.hash)  # replicate now, not when a block first names it
+        node.tensor_pusher.push(tensor.hash)
     return TensorOut(
         hash=tensor.hash,
         dtype=tensor.dtype_code,
@@ -116,21 +122,9 @@ async def put_tensors(request: Request, node: NodeDep) -> TensorBatchOut:
     out: list[TensorOut] = []
     for i, blob in enumerate(blobs):
         try:
-            tensor, created = node.put_tensor(blob, None)
+            out.append(_store(node, blob, None))
         except TensorError as exc:
             raise TensorError(f"tensor {i} of the batch: {exc}") from exc
-        if created:
-            node.tensor_pusher.push(tensor.hash)
-        out.append(
-            TensorOut(
-                hash=tensor.hash,
-                dtype=tensor.dtype_code,
-                shape=list(tensor.shape),
-                frac_bits=tensor.frac_bits,
-                bytes=len(blob),
-                created=created,
-            )
-        )
     return TensorBatchOut(tensors=out)
 
 
