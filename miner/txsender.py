@@ -18,6 +18,7 @@ from typing import Any
 from ledger.errors import InvalidTransaction, LedgerError
 from ledger.identity import Keypair
 from ledger.transactions import TRANSFER, Tx, sign_tx, transfer_body
+from miner.batching import BatchLoop
 from miner.client import NodeClient
 from miner.merging import merge
 
@@ -25,57 +26,36 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 
-_Item = tuple[str, dict[str, Any], "asyncio.Future[Tx]"]
+_Payload = tuple[str, dict[str, Any]]
 
 
-class TxSender:
+class TxSender(BatchLoop[_Payload, Tx]):
     """Queue, sign and submit one key's txs in nonce order (see the module docstring)."""
 
+    name = "tx-sender"
+
     def __init__(self, client: NodeClient, key: Keypair, chain_id: str) -> None:
+        super().__init__()
         self.client = client
         self.key = key
         self.chain_id = chain_id
         self.nonce: int | None = None
         self.sent = 0
-        self._queue: list[_Item] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="tx-sender")
 
     async def stop(self) -> None:
         """Send what is queued, then stop the loop."""
         while self._queue and self._task is not None and not self._task.done():
             await asyncio.sleep(0.005)
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._cancel()
 
     async def send(self, tx_type: str, body: dict[str, Any]) -> Tx:
         """Queue a tx; returns it once a node accepted it (raises if it was refused)."""
-        self.start()
-        future: asyncio.Future[Tx] = asyncio.get_running_loop().create_future()
-        self._queue.append((tx_type, body, future))
-        self._wake.set()
+        (future,) = self._enqueue([(tx_type, body)])
         return await future
 
     async def send_many(self, items: list[tuple[str, dict[str, Any]]]) -> list[Tx]:
         """Queue several txs at once (they go out in this order, usually in one batch)."""
-        self.start()
-        loop = asyncio.get_running_loop()
-        futures = []
-        for tx_type, body in items:
-            future: asyncio.Future[Tx] = loop.create_future()
-            self._queue.append((tx_type, body, future))
-            futures.append(future)
-        self._wake.set()
-        return list(await asyncio.gather(*futures))
+        return list(await asyncio.gather(*self._enqueue(items)))
 
     async def _next_nonce(self) -> int:
         if self.nonce is None:
@@ -83,26 +63,17 @@ class TxSender:
             self.nonce = int(account["nonce"]) + int(account.get("pending_txs", 0))
         return self.nonce
 
-    async def _loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                try:
-                    await self._send_batch(batch)
-                except LedgerError as exc:
-                    self.nonce = None
-                    for _, _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+    def _take(self) -> list[tuple[_Payload, asyncio.Future[Tx]]]:
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        return batch
 
-    async def _send_batch(
-        self, batch: list[tuple[str, dict[str, Any], asyncio.Future[Tx]]]
-    ) -> None:
+    def _failed(self, exc: LedgerError) -> None:
+        self.nonce = None  # what the nodes hold is unknown now: re-read the nonce
+
+    async def _send(self, batch: list[tuple[_Payload, asyncio.Future[Tx]]]) -> None:
         nonce = await self._next_nonce()
         live: list[tuple[list[asyncio.Future[Tx]], Tx]] = []
-        for merged in merge(batch):
+        for merged in merge([(tx_type, body, future) for (tx_type, body), future in batch]):
             try:
                 tx = sign_tx(
                     self.key, self.chain_id, merged.tx_type, nonce + len(live), merged.body

@@ -16,6 +16,7 @@ import logging
 
 from ledger.errors import LedgerError
 from ledger.tensor import Tensor
+from miner.batching import BatchLoop
 from miner.client import NodeClient, NodeRequestError
 
 log = logging.getLogger(__name__)
@@ -28,31 +29,21 @@ MAX_BYTES = 4 << 20
 _Item = tuple[list[Tensor], "asyncio.Future[str]"]
 
 
-class Uploader:
+class Uploader(BatchLoop[list[Tensor], str]):
     """Queue tensors and upload them in batches, one request at a time (see the module doc)."""
 
+    name = "uploader"
+
     def __init__(self, client: NodeClient) -> None:
+        super().__init__()
         self.client = client
         self.requests = 0
         """Upload requests sent (batches, or single PUTs against a node without batches)."""
         self.batched = True
-        self._queue: list[_Item] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="uploader")
 
     async def stop(self) -> None:
         """Stop the loop; uploads still queued fail with `LedgerError`."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._cancel()
         for _, future in self._queue:
             if not future.done():
                 future.set_exception(LedgerError("the uploader stopped"))
@@ -60,10 +51,7 @@ class Uploader:
 
     async def upload(self, tensors: list[Tensor]) -> str:
         """Store `tensors` on a node; returns that node's URL once it holds all of them."""
-        self.start()
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        self._queue.append((list(tensors), future))
-        self._wake.set()
+        (future,) = self._enqueue([list(tensors)])
         return await future
 
     def _take(self) -> list[_Item]:
@@ -80,24 +68,13 @@ class Uploader:
             size += more
         return taken
 
-    async def _loop(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._queue:
-                batch = self._take()
-                try:
-                    url = await self._send([t for tensors, _ in batch for t in tensors])
-                except LedgerError as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for _, future in batch:
-                    if not future.done():
-                        future.set_result(url)
+    async def _send(self, batch: list[_Item]) -> None:
+        url = await self._store([t for tensors, _ in batch for t in tensors])
+        for _, future in batch:
+            if not future.done():
+                future.set_result(url)
 
-    async def _send(self, tensors: list[Tensor]) -> str:
+    async def _store(self, tensors: list[Tensor]) -> str:
         unique = list({t.hash: t for t in tensors}.values())
         for start in range(0, len(unique), MAX_TENSORS):
             part = unique[start : start + MAX_TENSORS]
