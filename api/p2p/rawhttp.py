@@ -22,6 +22,28 @@ import httpx
 MAX_RESPONSE = 1 << 20
 
 
+#: What can go wrong on the wire of a raw exchange (a timeout, a broken connection, a garbled
+#: answer); `as_httpx_error` maps each to the httpx exception type callers already handle.
+WIRE_ERRORS = (
+    TimeoutError,
+    asyncio.IncompleteReadError,
+    ConnectionError,
+    OSError,
+    ValueError,
+    IndexError,
+    asyncio.LimitOverrunError,
+)
+
+
+def as_httpx_error(exc: BaseException, netloc: str, doing: str) -> httpx.TransportError:
+    """The httpx error standing for `exc`, one of `WIRE_ERRORS`, met while `doing` with `netloc`."""
+    if isinstance(exc, TimeoutError):  # before OSError: TimeoutError is one
+        return httpx.ReadTimeout(f"{netloc} did not answer ({doing})")
+    if isinstance(exc, asyncio.IncompleteReadError | ConnectionError | OSError):
+        return httpx.ReadError(f"connection to {netloc} broke ({doing}): {exc!r}")
+    return httpx.RemoteProtocolError(f"bad answer from {netloc} ({doing}): {exc}")
+
+
 @dataclass(frozen=True)
 class RawResponse:
     """The parts of an answer the lanes look at."""
@@ -93,15 +115,9 @@ class RawHttpClient:
         try:
             self._writer.write(request)
             return await asyncio.wait_for(self._finish(self._writer, self._reader), self.timeout_s)
-        except TimeoutError as exc:
+        except WIRE_ERRORS as exc:
             await self.aclose()
-            raise httpx.ReadTimeout(f"{self.netloc} did not answer in {self.timeout_s} s") from exc
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            await self.aclose()
-            raise httpx.ReadError(f"connection to {self.netloc} broke: {exc!r}") from exc
-        except (ValueError, asyncio.LimitOverrunError) as exc:
-            await self.aclose()
-            raise httpx.RemoteProtocolError(f"bad answer from {self.netloc}: {exc}") from exc
+            raise as_httpx_error(exc, self.netloc, f"a request, {self.timeout_s} s") from exc
 
     async def _finish(
         self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader

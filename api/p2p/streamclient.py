@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import httpx
 
-from api.p2p.rawhttp import open_nodelay
+from api.p2p.rawhttp import WIRE_ERRORS, as_httpx_error, open_nodelay
 
 #: Largest refusal body read (an `ErrorBody`).
 MAX_REFUSAL = 64 << 10
@@ -58,18 +58,12 @@ class PeerStream:
             if status != 200:
                 text = await asyncio.wait_for(self._read_refusal(reader, fields), self.timeout_s)
                 raise StreamRefused(status, text)
-        except TimeoutError as exc:
-            await self.aclose()
-            raise httpx.ReadTimeout(f"{self.netloc} did not answer the stream opening") from exc
-        except (asyncio.IncompleteReadError, ConnectionError, OSError) as exc:
-            await self.aclose()
-            raise httpx.ReadError(f"stream to {self.netloc} broke while opening: {exc!r}") from exc
-        except (ValueError, IndexError, asyncio.LimitOverrunError) as exc:
-            await self.aclose()
-            raise httpx.RemoteProtocolError(f"bad answer from {self.netloc}: {exc}") from exc
         except StreamRefused:
             await self.aclose()
             raise
+        except WIRE_ERRORS as exc:
+            await self.aclose()
+            raise as_httpx_error(exc, self.netloc, "opening a stream") from exc
         self._watcher = asyncio.create_task(self._watch(reader, on_break))
 
     @staticmethod
