@@ -148,15 +148,20 @@ class Chain:
         proposer: str,
         time_ms: int,
         held_since: Callable[[Tx], float],
+        tensor_ready: Callable[[str], bool] | None = None,
     ) -> ConsensusBlock | None:
-        """The block at `height` from `txs`, or None (WAIT) until the parent is executed."""
+        """The block at `height` from `txs`, or None (WAIT) until the parent is executed.
+
+        A tx goes in only when every tensor it names is ready: held here (`tensor_ready`, by
+        default), or whatever the caller's stricter rule says."""
         if height != self.head.height + 1 or prev_hash != self.head.hash:
             return None
+        ready_tensor = tensor_ready or self.tensors.has
         ready = [
             tx
             for tx in txs
             if tx.hash not in self.committed
-            and all(self.tensors.has(h) for h in referenced_tensors(tx))
+            and all(ready_tensor(h) for h in referenced_tensors(tx))
         ]
         chosen = order_for_block(
             ready,

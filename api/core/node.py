@@ -30,7 +30,7 @@ from api.core.peers import Peers
 from api.core.trace import trace
 from api.core.wal import ConsensusWal
 from api.p2p.codec import ConsensusBlock, MessageCodec
-from api.p2p.tensorpush import REPLICATION_WAIT_S, TensorPusher
+from api.p2p.tensorpush import TensorPusher
 from api.p2p.transport import nodelay_transport
 from ledger.certificate import CommitCertificate
 from ledger.consensus.app import OK, WAIT, Verdict, invalid
@@ -501,12 +501,6 @@ class Node:
         time_ms: int,
     ) -> ConsensusBlock | None:
         candidates = [tx for _, tx in txs if tx.sender not in self.censored]
-        pushing = self.tensor_pusher.replicating
-        if self.tensor_pusher.pushing and any(pushing(referenced_tensors(tx)) for tx in candidates):
-            candidates = [tx for tx in candidates if not pushing(referenced_tensors(tx))]
-            if not candidates:  # `tensors_replicated` nudges sooner, once a push is answered
-                self._nudge_later(REPLICATION_WAIT_S)
-                return None
         wait = partner_wait(
             candidates,
             self.chain.state.jobs,
@@ -525,6 +519,7 @@ class Node:
             proposer,
             time_ms,
             self._held_since,
+            self._tensor_ready,
         )
         log.debug(
             "propose h=%d v=%d: %d candidates -> %s (head %d)",
@@ -550,6 +545,12 @@ class Node:
         if self._inbox_txs:
             return float("inf")
         return max(self._admitted.get(tx.hash, 0.0), self._inbox_quiet_since)
+
+    def _tensor_ready(self, tensor_hash: str) -> bool:
+        """May a proposal name this tensor? Only once this node holds it and, if it was
+        uploaded here, a quorum does (`TensorPusher.replicating`): backups then check the block
+        at once instead of fetching the tensor after the PRE-PREPARE."""
+        return self.tensors.has(tensor_hash) and not self.tensor_pusher.replicating(tensor_hash)
 
     def tensors_replicated(self) -> None:
         """A tensor pushed from here reached a quorum: txs naming it may now be proposed."""

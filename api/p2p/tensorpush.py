@@ -31,7 +31,6 @@ import logging
 import struct
 import time
 from collections import deque
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import httpx
@@ -136,28 +135,18 @@ class TensorPusher:
             if event is not None:
                 event.set()
 
-    @property
-    def pushing(self) -> bool:
-        """Is any tensor uploaded here possibly still short of a quorum?"""
-        return bool(self._unacked)
-
-    def replicating(self, hashes: Iterable[str]) -> bool:
-        """Is any of these tensors still being pushed to the peers a quorum needs?"""
-        if not self._unacked:
+    def replicating(self, tensor_hash: str) -> bool:
+        """Is this tensor still being pushed to the peers a quorum needs?"""
+        entry = self._unacked.get(tensor_hash)
+        if entry is None:
             return False
-        now = time.monotonic()
-        for tensor_hash in hashes:
-            entry = self._unacked.get(tensor_hash)
-            if entry is None:
-                continue
-            queued_at, waiting = entry
-            if len(self.queues) - len(waiting) >= self._needed or now - queued_at > (
-                REPLICATION_WAIT_S
-            ):
-                del self._unacked[tensor_hash]
-                continue
-            return True
-        return False
+        queued_at, waiting = entry
+        if len(self.queues) - len(waiting) >= self._needed or (
+            time.monotonic() - queued_at > REPLICATION_WAIT_S
+        ):
+            del self._unacked[tensor_hash]
+            return False
+        return True
 
     def _ended(self, url: str, hashes: list[str]) -> None:
         """The push of `hashes` to `url` ended (answered or failed): note it, and nudge the

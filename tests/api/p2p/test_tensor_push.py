@@ -119,16 +119,16 @@ def test_a_tensor_is_replicating_until_a_quorum_holds_it(monkeypatch: pytest.Mon
     node = _QuorumNode()
     pusher = TensorPusher(node)  # type: ignore[arg-type]
     h = "ab" * 32
-    assert not pusher.replicating([h])  # never pushed from here: not waited for
+    assert not pusher.replicating(h)  # never pushed from here: not waited for
     pusher.push(h)
-    assert pusher.replicating([h]) and pusher.replicating(["cd" * 32, h])
+    assert pusher.replicating(h) and not pusher.replicating("cd" * 32)
     pusher._ended("http://peer-a", [h])
-    assert pusher.replicating([h]) and node.nudged == 0
+    assert pusher.replicating(h) and node.nudged == 0
     pusher._ended("http://peer-b", [h])  # answered, or failed: that peer fetches on demand
-    assert not pusher.replicating([h]) and node.nudged == 1
+    assert not pusher.replicating(h) and node.nudged == 1
 
     slow = "ef" * 32
     pusher.push(slow)
     now = time.monotonic()
     monkeypatch.setattr("api.p2p.tensorpush.time.monotonic", lambda: now + REPLICATION_WAIT_S + 1)
-    assert not pusher.replicating([slow])  # a push that takes too long is not waited for
+    assert not pusher.replicating(slow)  # a push that takes too long is not waited for
