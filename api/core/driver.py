@@ -188,14 +188,7 @@ class ConsensusDriver:
             log.error("consensus log fsync failed: %s", error)
             return
         self._durable = max(self._durable, target)
-        if self._running:  # cannot happen (callbacks run between steps), but never re-enter
-            return
-        self._running = True
-        try:
-            self._drain()
-        finally:
-            self._running = False
-        self.feed([])  # events queued by what was just performed (e.g. AppReady from a commit)
+        self.perform([])  # drain the outbox, then the events that queued meanwhile
 
     def _do(self, action: Any) -> None:
         if trace.on and isinstance(action, Send | Broadcast | Commit):
