@@ -15,6 +15,7 @@ from api import explorer
 from api.core.config import Settings
 from api.core.errors import install_error_handlers
 from api.core.node import Node
+from api.hotpaths import HotPaths
 from api.p2p import routes as p2p_routes
 from api.p2p import streamserver, tensor_routes
 from api.routes import api_router, metrics, work
@@ -42,7 +43,7 @@ def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
     )
     app.state.node = node
     install_error_handlers(app)
-    app.add_middleware(p2p_routes.BatchFastPath, node=node)
+    app.add_middleware(HotPaths, node=node)
     app.add_middleware(streamserver.StreamFastPath, node=node)
     app.include_router(api_router, prefix=API_PREFIX)
     app.include_router(work.router, prefix=API_PREFIX)  # miner/driver work queues (issue 6)

@@ -14,6 +14,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.errors import (
     EncodingError,
@@ -82,24 +83,35 @@ def error_response(status: int, detail: str, kind: str) -> JSONResponse:
     )
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers that give every error the `ErrorBody` shape."""
-
-    @app.exception_handler(LedgerError)
-    async def ledger_error(request: Request, exc: LedgerError) -> JSONResponse:
+def error_answer(exc: Exception) -> JSONResponse | None:
+    """The `ErrorBody` answer to a request that raised `exc`, or None for an exception that is
+    not an answerable error (a bug: it propagates to a 500). The app's handlers and the ASGI
+    fast paths (`api.hotpaths`) answer alike through this."""
+    if isinstance(exc, LedgerError):
         response = error_response(
             status_for(exc), str(exc) or type(exc).__name__, type(exc).__name__
         )
         if isinstance(exc, NodeBusy):
             response.headers["Retry-After"] = "1"
         return response
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+    if isinstance(exc, StarletteHTTPException):  # FastAPI's HTTPException is one
         response = error_response(exc.status_code, str(exc.detail), "http")
         if exc.headers:
             response.headers.update(exc.headers)
         return response
+    return None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that give every error the `ErrorBody` shape."""
+
+    async def answerable(request: Request, exc: Exception) -> JSONResponse:
+        response = error_answer(exc)
+        assert response is not None  # registered only for answerable classes
+        return response
+
+    for cls in (LedgerError, HTTPException, StarletteHTTPException):
+        app.add_exception_handler(cls, answerable)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -108,12 +120,6 @@ def install_error_handlers(app: FastAPI) -> None:
             where = ".".join(str(p) for p in err.get("loc", ()))
             parts.append(f"{where}: {err.get('msg', 'invalid')}")
         return error_response(422, "; ".join(parts) or "invalid request", "validation")
-
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    @app.exception_handler(StarletteHTTPException)
-    async def starlette_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), "http")
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {

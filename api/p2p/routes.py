@@ -12,15 +12,12 @@ from typing import Any
 
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Path, Query, Request, Response
 from pydantic import BaseModel, Field
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.core.bodies import read_limited
-from api.core.errors import ERROR_RESPONSES, error_response, status_for
+from api.core.errors import ERROR_RESPONSES
 from api.core.node import Node
-from api.core.trace import trace
 from api.deps import NodeDep
 from api.p2p.transport import FROM_HEADER, SIG_HEADER, check_batch_signature
-from ledger.errors import LedgerError
 
 router = APIRouter(prefix="/p2p", tags=["p2p"])
 
@@ -66,12 +63,12 @@ class PartitionOut(BaseModel):
 async def batch(request: Request, node: NodeDep, background: BackgroundTasks) -> BatchOut:
     """A signed batch of consensus messages and gossiped txs from another validator."""
     out, deliver = await handle_batch(request, node)
-    background.add_task(deliver)  # after the answer is sent, as `BatchFastPath` does
+    background.add_task(deliver)  # after the answer is sent, as `api.hotpaths` does
     return out
 
 
 async def handle_batch(request: Request, node: Node) -> tuple[BatchOut, Callable[[], None]]:
-    """The /p2p/batch checks, shared by the route and `BatchFastPath`: the answer, and the
+    """The /p2p/batch checks, shared by the route and `api.hotpaths`: the answer, and the
     `deliver` step to run once it is sent (see `Node.receive_batch`)."""
     sender = request.headers.get(FROM_HEADER, "")
     signature = request.headers.get(SIG_HEADER)
@@ -87,45 +84,6 @@ async def handle_batch(request: Request, node: Node) -> tuple[BatchOut, Callable
         raise HTTPException(503, "this node is partitioned away (test admin switch)")
     consensus, txs, deliver = node.receive_batch(sender, body, signed=signed)
     return BatchOut(consensus=consensus, txs=txs), deliver
-
-
-class BatchFastPath:
-    """ASGI middleware answering POST /p2p/batch before FastAPI's router and dependencies.
-
-    Every consensus phase is an all-to-all exchange of batches, so their per-request overhead
-    is paid 12 times per phase on four nodes; matching the path against every route and
-    solving dependencies cost ~0.3-0.6 ms of CPU per request on a loaded machine. The handling
-    is `handle_batch`, exactly as the route does it, and errors get the usual `ErrorBody`
-    answers; the route stays declared for the OpenAPI document.
-    """
-
-    def __init__(self, app: ASGIApp, node: Node) -> None:
-        self.app = app
-        self.node = node
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            scope["type"] == "http" and scope["path"] == "/p2p/batch" and scope["method"] == "POST"
-        ):
-            await self.app(scope, receive, send)
-            return
-        trace("http_in", path="batch")
-        request = Request(scope, receive)
-        response: Response
-        deliver: Callable[[], None] | None = None
-        try:
-            out, deliver = await handle_batch(request, self.node)
-            response = Response(out.model_dump_json(), media_type="application/json")
-        except HTTPException as exc:
-            response = error_response(exc.status_code, str(exc.detail), "http")
-        except LedgerError as exc:
-            response = error_response(
-                status_for(exc), str(exc) or type(exc).__name__, type(exc).__name__
-            )
-        await response(scope, receive, send)
-        trace("http_out", path="batch")
-        if deliver is not None:
-            deliver()
 
 
 @router.get("/status", response_model=PeerStatusOut)

@@ -45,9 +45,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 import time
 import weakref
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from itertools import islice
 from typing import Any
 
@@ -303,6 +304,51 @@ async def get_work(
         stolen=stolen,
         tensors=_inline(node, jobs, min(inline_bytes, MAX_INLINE_BYTES)),
     )
+
+
+#: `GET /work` parameters as `work_query` parses them: a plain decimal (or `-1` for `since`).
+_DECIMAL = re.compile(r"(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,9})?")
+_INTEGER = re.compile(r"-1|0|[1-9][0-9]{0,17}")
+_ADDRESS = re.compile(ADDRESS.strip("^$"))
+
+
+#: name: (default, pattern, least, most) of the numeric `get_work` parameters.
+_WORK_DEFAULTS: dict[str, tuple[Any, re.Pattern[str], float, float]] = {
+    "limit": (64, _INTEGER, 0, 1000),
+    "wait": (0.0, _DECIMAL, 0, 3600),
+    "since": (-1, _INTEGER, -1, 2**62),
+    "inline_bytes": (0, _INTEGER, 0, 2**62),
+}
+
+
+def work_query(pairs: Sequence[tuple[str, str]]) -> dict[str, Any] | None:
+    """`get_work`'s keyword arguments from a query, for `api.hotpaths`; None unless every
+    parameter is one the route declares, given once and plainly within its bounds.
+
+    None hands the request to FastAPI, which answers it by the route's declaration (its 422
+    for a bad value, its reading of repeated or unknown parameters): this parser only has to
+    agree with the declaration on what it accepts, never on how to refuse.
+    """
+    params = dict(pairs)
+    if len(params) != len(pairs) or not params.keys() <= _WORK_DEFAULTS.keys() | {"miner"}:
+        return None
+    if "miner" not in params:
+        return None
+    values: dict[str, Any] = {"miner": params["miner"]}
+    if not _ADDRESS.fullmatch(values["miner"]):
+        return None
+    for name, (default, pattern, low, high) in _WORK_DEFAULTS.items():
+        text = params.get(name)
+        if text is None:
+            values[name] = default
+            continue
+        if not pattern.fullmatch(text):
+            return None
+        value = float(text) if pattern is _DECIMAL else int(text)
+        if not low <= value <= high:
+            return None
+        values[name] = value
+    return values
 
 
 def _inline(node: NodeDep, jobs: list[dict[str, Any]], budget: int) -> dict[str, str]:
