@@ -15,6 +15,7 @@ COPY ledger ./ledger
 COPY api ./api
 COPY miner ./miner
 COPY driver ./driver
+COPY rawhttp ./rawhttp
 RUN pip install . \
     && useradd --create-home --uid 1000 layerchain \
     && mkdir -p /testnet \

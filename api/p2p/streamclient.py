@@ -8,7 +8,7 @@ flow control. A watcher reads the answer's body, which the receiver only ends wh
 the stream (a bad frame, its partition switch, its shutdown): end of file there, or a failed
 write, marks the stream `broken` and wakes the lane, which opens a new one.
 
-Errors are httpx's exception types, as in `api.p2p.rawhttp`.
+Errors are httpx's exception types, as in `rawhttp.client`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import httpx
 
-from api.p2p.rawhttp import WIRE_ERRORS, as_httpx_error, open_nodelay
+from rawhttp.client import WIRE_ERRORS, as_httpx_error, open_nodelay
 
 #: Largest refusal body read (an `ErrorBody`).
 MAX_REFUSAL = 64 << 10

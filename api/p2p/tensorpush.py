@@ -36,13 +36,13 @@ from typing import TYPE_CHECKING
 import httpx
 
 from api.core.trace import trace
-from api.p2p.rawhttp import RawHttpClient
 from api.p2p.transport import (
     FROM_HEADER,
     SIG_HEADER,
     batch_signature,
 )
 from ledger.errors import EncodingError
+from rawhttp.client import RawHttpClient
 
 if TYPE_CHECKING:
     from api.core.node import Node

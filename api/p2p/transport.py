@@ -5,7 +5,7 @@ behind a bulk of txs). A lane's task drains its queue (up to `batch_max` items) 
 batch and either writes it as a frame into the lane's long-lived `POST /p2p/stream`
 (`api.p2p.stream`, `api.p2p.streamclient`: no request, routing or answer per batch) or, when
 streaming is off or the peer refuses streams (an older node), POSTs it to /p2p/batch through
-the lean `api.p2p.rawhttp` client and waits for the answer. Delivery is best effort: PBFT
+the lean `rawhttp.client` and waits for the answer. Delivery is best effort: PBFT
 tolerates lost messages (timers, retransmission by view change, state transfer), so a batch
 that cannot be delivered is dropped, a broken stream is reopened with backoff, a peer that
 refuses connections is backed off with its queue cleared, and the queue is bounded (oldest
@@ -34,11 +34,11 @@ from urllib.parse import urlsplit
 import httpx
 
 from api.core.trace import trace
-from api.p2p.rawhttp import RawHttpClient
 from api.p2p.stream import OPENING_HEADER, STREAM_PATH, encode_frame, sign_opening
 from api.p2p.streamclient import PeerStream, StreamRefused
 from ledger.encoding import sha256_hex
 from ledger.identity import Keypair, verify
+from rawhttp.client import RawHttpClient
 
 log = logging.getLogger(__name__)
 

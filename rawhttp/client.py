@@ -1,9 +1,11 @@
-"""A minimal keep-alive HTTP/1.1 POST client for the peer lanes (one connection, one request).
+"""A minimal keep-alive HTTP/1.1 client (one connection, one request at a time).
 
-Why not httpx here: every consensus phase is an all-to-all exchange (each validator POSTs to each
-other), so the per-request cost of the client is paid 12 times per phase on a 4-node network.
-httpx spends ~650 µs of CPU per POST on this machine; writing the request and parsing the answer
-on a raw asyncio stream costs ~30 µs. The public REST clients and everything else keep httpx.
+Why not httpx: the validators' peer lanes exchange a request per consensus phase with every
+other validator, and a miner makes several requests per job; httpx spends ~650 µs of CPU per
+request on this machine, while writing the request and parsing the answer on a raw asyncio
+stream costs ~30 µs. Used by the node's peer lanes (`api.p2p`) and, through `rawhttp.pool`, by
+`miner.client.NodeClient`. It speaks only what those need: a request with a body of known
+length, an answer with a `Content-Length` or chunked body.
 
 Errors are raised as httpx's own exception types (`httpx.ConnectError`, `httpx.ReadError`,
 `httpx.ReadTimeout`, ...), so callers handle both clients alike.
@@ -12,13 +14,15 @@ Errors are raised as httpx's own exception types (`httpx.ConnectError`, `httpx.R
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-#: Largest response body accepted (peers answer /p2p/batch with a few bytes of JSON).
+#: Largest response body accepted by default (peers answer /p2p/batch with a few bytes of JSON).
 MAX_RESPONSE = 1 << 20
 
 
@@ -55,6 +59,10 @@ class RawResponse:
     def text(self) -> str:
         return self.content.decode("utf-8", "replace")
 
+    def json(self) -> Any:
+        """The body parsed as JSON (a `ValueError` if it is not)."""
+        return json.loads(self.content)
+
 
 async def open_nodelay(
     host: str, port: int, netloc: str, timeout_s: float
@@ -74,9 +82,15 @@ async def open_nodelay(
 
 
 class RawHttpClient:
-    """POST to one origin over a kept-alive TCP connection with TCP_NODELAY."""
+    """Requests to one origin over a kept-alive TCP connection with TCP_NODELAY."""
 
-    def __init__(self, base_url: str, timeout_s: float, connect_timeout_s: float) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float,
+        connect_timeout_s: float,
+        max_response: int = MAX_RESPONSE,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"peer URL must be http://host:port, got {base_url!r}")
@@ -85,6 +99,7 @@ class RawHttpClient:
         self.netloc = parts.netloc
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
+        self.max_response = max_response
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -93,31 +108,51 @@ class RawHttpClient:
             self.host, self.port, self.netloc, self.connect_timeout_s
         )
 
+    @property
+    def connected(self) -> bool:
+        """A connection is open (kept alive after the last answer)."""
+        return self._writer is not None
+
     async def post(self, path: str, *, content: bytes, headers: dict[str, str]) -> RawResponse:
-        """POST `content` to `path`; one retry on a fresh connection if a kept-alive one was
-        closed by the peer in the meantime (re-delivering a batch is harmless: peers drop
-        duplicate messages and txs)."""
-        head = [f"POST {path} HTTP/1.1", f"Host: {self.netloc}", f"Content-Length: {len(content)}"]
-        head.extend(f"{name}: {value}" for name, value in headers.items())
+        return await self.request("POST", path, content=content, headers=headers)
+
+    async def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        content: bytes = b"",
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> RawResponse:
+        """`method` `target` (a path with its query) with `content`; one retry on a fresh
+        connection if a kept-alive one was closed by the peer in the meantime. Every request
+        this client's users send is safe to deliver twice: peers drop duplicate messages and
+        txs, tensors are content-addressed, reads are reads."""
+        head = [f"{method} {target} HTTP/1.1", f"Host: {self.netloc}"]
+        if content or method != "GET":
+            head.append(f"Content-Length: {len(content)}")
+        head.extend(f"{name}: {value}" for name, value in (headers or {}).items())
         request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + content
+        timeout = self.timeout_s if timeout_s is None else timeout_s
         reused = self._writer is not None
         try:
-            return await self._exchange(request)
+            return await self._exchange(request, timeout)
         except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
             if not reused:
                 raise
-            return await self._exchange(request)
+            return await self._exchange(request, timeout)
 
-    async def _exchange(self, request: bytes) -> RawResponse:
+    async def _exchange(self, request: bytes, timeout: float) -> RawResponse:
         if self._writer is None:
             await self._connect()
         assert self._reader is not None and self._writer is not None
         try:
             self._writer.write(request)
-            return await asyncio.wait_for(self._finish(self._writer, self._reader), self.timeout_s)
+            return await asyncio.wait_for(self._finish(self._writer, self._reader), timeout)
         except WIRE_ERRORS as exc:
             await self.aclose()
-            raise as_httpx_error(exc, self.netloc, f"a request, {self.timeout_s} s") from exc
+            raise as_httpx_error(exc, self.netloc, f"a request, {timeout} s") from exc
 
     async def _finish(
         self, writer: asyncio.StreamWriter, reader: asyncio.StreamReader
@@ -138,7 +173,7 @@ class RawHttpClient:
             body = await self._read_chunked(reader)
         else:
             length = int(fields.get("content-length", "0"))
-            if length > MAX_RESPONSE:
+            if length > self.max_response:
                 raise ValueError(f"answer of {length} bytes is too large")
             body = await reader.readexactly(length)
         if fields.get("connection", "").lower() == "close":
@@ -154,7 +189,7 @@ class RawHttpClient:
                 return bytes(body)
             body += await reader.readexactly(size)
             await reader.readexactly(2)
-            if len(body) > MAX_RESPONSE:
+            if len(body) > self.max_response:
                 raise ValueError("chunked answer is too large")
 
     async def aclose(self) -> None:

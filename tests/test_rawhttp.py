@@ -1,4 +1,5 @@
-"""The lanes' lean HTTP client against a real socket server: keep-alive, re-connect, errors."""
+"""The lean HTTP client (the peer lanes', and through `ConnectionPool` the miners') against a real
+socket server: keep-alive, re-connect, errors, pooling."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import socket
 import httpx
 import pytest
 
-from api.p2p.rawhttp import RawHttpClient
+from rawhttp.client import RawHttpClient
+from rawhttp.pool import ConnectionPool
 
 
 async def _server(
@@ -25,9 +27,12 @@ async def _server(
             while close_after is None or served < close_after:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = next(
-                    int(line.split(b":")[1])
-                    for line in head.split(b"\r\n")
-                    if line.lower().startswith(b"content-length")
+                    (
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length")
+                    ),
+                    0,  # a GET without a body
                 )
                 seen.append(head + await reader.readexactly(length))
                 writer.write(answers[min(len(seen), len(answers)) - 1])
@@ -139,5 +144,62 @@ def test_a_body_bigger_than_the_socket_buffers_goes_through() -> None:
         await client.aclose()
         server.close()
         assert seen[0].endswith(body)
+
+    asyncio.run(run())
+
+
+def test_pool_keeps_one_connection_per_concurrent_request_and_reuses_them() -> None:
+    async def run() -> None:
+        server, seen, connections = await _server([OK])
+        port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}/api/v1/work"
+        pool = ConnectionPool(2.0, 1.0, max_response=1 << 20, keepalive=2)
+        answers = await asyncio.gather(
+            *(pool.request("GET", url, params={"miner": "m", "wait": i}) for i in range(3))
+        )
+        assert [a.json() for a in answers] == [{}, {}, {}]
+        assert len(connections) == 3  # three at once: three connections, two kept idle
+        await pool.request("GET", url + "?a=1", params=[("hash", "x"), ("hash", "y")])
+        await pool.request("POST", url, content=b"{}", headers={"connection": "close"})
+        await pool.request("GET", url)
+        await pool.aclose()
+        server.close()
+        assert len(connections) == 3  # the later requests reused the idle connections
+        assert seen[3].startswith(b"GET /api/v1/work?a=1&hash=x&hash=y HTTP/1.1\r\n")
+        lines = {head.split(b"\r\n")[0] for head in seen[:3]}
+        assert lines == {b"GET /api/v1/work?miner=m&wait=%d HTTP/1.1" % i for i in range(3)}
+        assert b"content-length" not in seen[0].lower()
+        assert seen[4].endswith(b"\r\n\r\n{}")
+
+    asyncio.run(run())
+
+
+def test_pool_drops_a_connection_the_server_closes() -> None:
+    closing = b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}"
+
+    async def run() -> None:
+        server, seen, connections = await _server([closing])
+        port = server.sockets[0].getsockname()[1]
+        pool = ConnectionPool(2.0, 1.0, max_response=1 << 20)
+        for _ in range(3):
+            assert (await pool.request("GET", f"http://127.0.0.1:{port}/x")).status_code == 200
+        await pool.aclose()
+        server.close()
+        assert len(seen) == 3 and len(connections) == 3
+
+    asyncio.run(run())
+
+
+def test_answer_over_the_size_cap_is_a_protocol_error() -> None:
+    big = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n" + b"x" * 100
+
+    async def run() -> None:
+        server, _, _ = await _server([big])
+        port = server.sockets[0].getsockname()[1]
+        pool = ConnectionPool(2.0, 1.0, max_response=99)
+        with pytest.raises(httpx.RemoteProtocolError, match="too large"):
+            await pool.request("GET", f"http://127.0.0.1:{port}/x")
+        await pool.aclose()
+        server.close()
 
     asyncio.run(run())
