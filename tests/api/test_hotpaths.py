@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from api.core.node import Node
 from api.hotpaths import ROUTES, HotPaths
-from api.routes.work import work_query
+from api.routes.work import WorkOut, work_query
 from ledger.identity import Keypair
 from tests.api.test_work import MINERS, _post_jobs
 
@@ -76,6 +76,8 @@ def test_hot_work_answers_as_the_route_does(
     answer = client.get("/api/v1/work", params=query)
     assert hot.served == served + (work_query(query) is not None)
     assert (answer.status_code, answer.json()) == (via_route.status_code, via_route.json())
+    if answer.status_code == 200:  # built without the model: it must still be a `WorkOut`
+        assert WorkOut.model_validate(answer.json()).model_dump() == answer.json()
 
 
 def test_work_query_takes_plain_values_and_declines_the_rest() -> None:
