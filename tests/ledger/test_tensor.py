@@ -7,7 +7,10 @@ import io
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ledger.encoding import canonical_json
 from ledger.errors import TensorError
 from ledger.tensor import Tensor, dequantize, quantize
 
@@ -44,6 +47,24 @@ def test_hash_is_pinned_and_follows_the_protocol_formula() -> None:
         + (np.arange(6, dtype="<i4") - 2).tobytes()
     ).hexdigest()
     assert formula == PINNED_HASH
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    dtype=st.sampled_from([np.int32, np.int64]),
+    shape=st.lists(st.integers(0, 5), max_size=4),
+    frac_bits=st.integers(0, 30),
+)
+def test_hashed_meta_is_the_canonical_json_of_meta(
+    dtype: type, shape: list[int], frac_bits: int
+) -> None:
+    """The hash writes the meta line out by hand; it must be `canonical_json(meta())`."""
+    t = Tensor(np.zeros(shape, dtype=dtype), frac_bits)
+    assert t._meta_json() == canonical_json(t.meta())
+    expected = hashlib.sha256(
+        b"layerchain/tensor/v1\n" + canonical_json(t.meta()) + b"\n" + t.data.tobytes()
+    ).hexdigest()
+    assert t.hash == expected
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
