@@ -444,9 +444,11 @@ async def _throughput(
             await poster.upload([t for inputs in batch for t in inputs])
             await asyncio.sleep(1.0)  # miners polling
             started = time.perf_counter()
+            cpu_before = _cpu_seconds(net.processes.pids()), time.process_time()
             ids = await poster.paced(batch)
             await poster.settle(ids)
             elapsed = time.perf_counter() - started
+            cpu_after = _cpu_seconds(net.processes.pids()), time.process_time()
             if poster.reposted or poster.resubmitted:
                 print(
                     f"  ({poster.reposted} post_jobs failed with bad_nonce and were posted "
@@ -471,7 +473,27 @@ async def _throughput(
         f"jobs; per computation {stats.requests / per:.2f} requests, {stats.txs / per:.2f} txs, "
         f"{stats.uploads / per:.2f} uploads; {where})"
     )
+    nodes_s = cpu_after[0] - cpu_before[0]
+    bench_s = cpu_after[1] - cpu_before[1]
+    print(
+        f"  (CPU while posting and settling, per settled job: "
+        f"validators {1000 * nodes_s / jobs:.2f} ms, bench process {1000 * bench_s / jobs:.2f} ms; "
+        f"{(nodes_s + bench_s) / elapsed:.2f} cores busy without the miner processes)"
+    )
     return elapsed, stats.lost
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (Linux `/proc`; 0 elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def bench_scaling(root: Path, miners: int = 16, jobs: int = 1600, processes: int = 4) -> None:
