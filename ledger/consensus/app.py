@@ -82,6 +82,17 @@ class Application(Protocol):
         """
         ...
 
+    def heartbeat_due(self, height: int, now_ms: int) -> bool:
+        """Should the primary propose an empty block at `height` now?
+
+        Asked only when the core holds no tx to propose and `height - 1` is committed. An idle
+        chain never advances, so without a heartbeat a deadline counted in blocks would never
+        pass (a job whose miners vanished stays open for ever). The host says yes when its
+        state has something waiting on the height and no block came for a while; when it
+        proposes the empty block, `propose` is called with no txs.
+        """
+        ...
+
     def tx_committed(self, tx_hash: str) -> bool:
         """True when `tx_hash` is in a block the host has committed (so it is never re-proposed)."""
         ...

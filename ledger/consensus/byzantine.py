@@ -67,6 +67,9 @@ class CensoringApp:
     def check(self, block: Any, view: int, proposer: str) -> Any:
         return self.inner.check(block, view, proposer)
 
+    def heartbeat_due(self, height: int, now_ms: int) -> bool:
+        return bool(self.inner.heartbeat_due(height, now_ms))
+
     def tx_committed(self, tx_hash: str) -> bool:
         return bool(self.inner.tx_committed(tx_hash))
 

@@ -208,6 +208,8 @@ class Replica:
             self._on_timer(event.timer_id)
         elif isinstance(event, ev.TimeAdvanced):
             self.now_ms = max(self.now_ms, event.now_ms)
+            if self.active and self.is_primary and not self.pending:
+                self._try_propose()  # a heartbeat may be due
         elif isinstance(event, ev.BlocksFetched):
             self._on_blocks_fetched(event)
         elif isinstance(event, ev.AppReady):
@@ -532,8 +534,13 @@ class Replica:
             fresh = ((h, tx) for h, tx in self.pending.items() if h not in in_flight)
             txs = list(islice(fresh, self.cfg.max_block_txs))
             if not txs:
-                return
-            if height > self.committed_height + 1 and len(txs) < self.cfg.max_block_txs:
+                # Nothing to order: only a heartbeat (an empty block the host asks for, so
+                # deadlines counted in blocks pass on an idle chain), never pipelined.
+                if height != self.committed_height + 1 or not self.app.heartbeat_due(
+                    height, self.now_ms
+                ):
+                    return
+            elif height > self.committed_height + 1 and len(txs) < self.cfg.max_block_txs:
                 # Batching: while a block is in flight, wait for a full block (or for the commit
                 # that empties the pipeline) rather than proposing one block per tx.
                 return
@@ -549,7 +556,7 @@ class Replica:
                 self.waiting_app = True
                 return
             self.waiting_app = False
-            if block.height != height or block.prev_hash != parent or not block.tx_hashes:
+            if block.height != height or block.prev_hash != parent or (txs and not block.tx_hashes):
                 self.anomalies.append("the application proposed an unusable block")
                 return
             if not self._vote("pre-prepare", self.view, height, block.hash):

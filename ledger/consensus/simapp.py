@@ -128,5 +128,8 @@ class SimApp:
                 return invalid(f"tx {tx_hash[:12]} is already committed")
         return OK
 
+    def heartbeat_due(self, height: int, now_ms: int) -> bool:
+        return False  # the simulated chain has no deadlines
+
     def tx_committed(self, tx_hash: str) -> bool:
         return self._committed(tx_hash)

@@ -387,3 +387,70 @@ def test_a_replica_alone_in_a_higher_view_keeps_committing_what_the_others_commi
         )
     assert lone.view == 1 and not lone.active  # it never votes in the view it left
     assert not any(isinstance(m, Prepare | Commit) for m in net.sent[3][sent_before:])
+
+
+class _HeartbeatApp(SimApp):
+    """Wants `due` more empty blocks; as a backup accepts empty blocks while `accept` is set."""
+
+    def __init__(self, committed: Any) -> None:
+        super().__init__(committed)
+        self.due = 0
+        self.accept = False
+        self.asked: list[tuple[int, int]] = []
+
+    def heartbeat_due(self, height: int, now_ms: int) -> bool:
+        self.asked.append((height, now_ms))
+        return self.due > 0
+
+    def propose(self, height: int, view: int, prev_hash: str, txs: Any, *rest: Any) -> Any:
+        if txs:
+            return super().propose(height, view, prev_hash, txs, *rest)
+        self.due -= 1
+        return SimBlock(height, view, prev_hash, rest[0], rest[1], ())
+
+    def check(self, block: Any, view: int, proposer: str) -> Any:
+        if isinstance(block, SimBlock) and not block.txs and self.accept:
+            return OK
+        return super().check(block, view, proposer)  # refuses empty blocks
+
+
+def _heartbeat_net() -> tuple[Net, dict[int, _HeartbeatApp]]:
+    net = Net()
+    apps = {i: _HeartbeatApp(net.committed[i].__contains__) for i in range(4)}
+    net.apps.update(apps)
+    net.replicas = [net.boot(i) for i in range(4)]
+    return net, apps
+
+
+def test_an_idle_primary_proposes_an_empty_block_only_when_the_host_asks_for_a_heartbeat() -> None:
+    net, apps = _heartbeat_net()
+    net.step(0, ev.TimeAdvanced(1_000))  # idle, nothing waits on the height: no block
+    net.run()
+    assert net.heights() == [0, 0, 0, 0] and apps[0].asked == [(1, 1_000)]
+    assert not apps[1].asked  # only the primary is asked
+
+    for app in apps.values():
+        app.accept = True
+    apps[0].due = 2
+    net.step(0, ev.TimeAdvanced(2_000))
+    net.step(0, ev.TimeAdvanced(2_050))  # height 1 in flight: no pipelined second heartbeat
+    assert [h for h, _ in apps[0].asked] == [1, 1]
+    net.run()  # committing height 1 asks for height 2, still due: a second empty block
+    assert net.heights() == [2, 2, 2, 2]
+    assert [b.tx_hashes for b, _ in net.stores[0]] == [(), ()]
+    assert [h for h, _ in apps[0].asked] == [1, 1, 2, 3]
+
+    net.submit(1)  # a tx is proposed as usual; no heartbeat is asked for then
+    net.run()
+    assert net.heights() == [3, 3, 3, 3] and len(net.stores[0][2][0].tx_hashes) == 1
+    assert [h for h, _ in apps[0].asked] == [1, 1, 2, 3, 4]
+
+
+def test_backups_refuse_an_empty_block_their_hosts_did_not_want() -> None:
+    net, apps = _heartbeat_net()
+    apps[0].due, apps[0].accept = 1, True  # only the primary wants one (lying, or confused)
+    net.step(0, ev.TimeAdvanced(5_000))
+    net.run()
+    assert net.heights() == [0, 0, 0, 0]
+    assert any(isinstance(m, PrePrepare) for m in net.sent[0])
+    assert not any(isinstance(m, Prepare) for i in (1, 2, 3) for m in net.sent[i])
