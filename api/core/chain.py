@@ -153,7 +153,8 @@ class Chain:
         """The block at `height` from `txs`, or None (WAIT) until the parent is executed.
 
         A tx goes in only when every tensor it names is ready: held here (`tensor_ready`, by
-        default), or whatever the caller's stricter rule says."""
+        default), or whatever the caller's stricter rule says. No `txs` at all asks for an
+        empty block (a heartbeat, api/core/heartbeat.py)."""
         if height != self.head.height + 1 or prev_hash != self.head.hash:
             return None
         ready_tensor = tensor_ready or self.tensors.has
@@ -170,7 +171,7 @@ class Chain:
             held_since,
             NONCE_HOLD_S,
         )
-        if not chosen:
+        if txs and not chosen:
             return None  # everything is held back (nonce gaps, tensors on their way)
         block = make_block(
             chain_id=self.genesis.chain_id,

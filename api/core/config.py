@@ -74,6 +74,16 @@ class Settings(BaseSettings):
             "(api/core/partners.py); 0 proposes at once."
         ),
     )
+    heartbeat_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description=(
+            "While some job is open or revealing, a primary that saw no block for this long "
+            "proposes an empty one, so deadlines counted in blocks pass on an idle chain "
+            "(api/core/heartbeat.py); 0 never proposes or accepts an empty block."
+        ),
+    )
     p2p_batch_max: int = Field(default=2000, ge=1, description="Most items in one p2p POST.")
     p2p_stream: bool = Field(
         default=True,

@@ -23,6 +23,7 @@ from api.core.config import Settings
 from api.core.driver import ConsensusDriver
 from api.core.errors import NodeBusy, NonceUsed
 from api.core.events import EventHub
+from api.core.heartbeat import Heartbeat
 from api.core.mempool import Mempool, NonceQueue
 from api.core.metrics import NodeMetrics
 from api.core.partners import partner_wait
@@ -148,9 +149,12 @@ class Node:
         self.driver: ConsensusDriver | None = None
         self.started = time.monotonic()
         self.halted: str | None = None
+        """Set when a committed block cannot be executed: the node stops committing."""
         self.censored: set[str] = set()
         """Test-only (`/p2p/admin/censor`): senders whose txs this node leaves out as primary."""
-        """Set when a committed block cannot be executed: the node stops committing."""
+        self.heartbeat = Heartbeat(
+            settings.heartbeat_s, self.chain.state.jobs.values(), time.monotonic()
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[Any]] = []
         self._commit_queue: deque[tuple[ConsensusBlock, CommitCertificate]] = deque()
@@ -377,6 +381,7 @@ class Node:
         if len(self._queued):
             self._to_core([], senders=senders)
         self._drop_stale(senders)
+        self.heartbeat.after_block(result.diff.get("jobs", {}), now)
         self.metrics.block_apply.observe(elapsed)
         self.metrics.blocks.inc()
         self.metrics.txs_committed.inc(len(hashes))
@@ -572,11 +577,16 @@ class Node:
 
         self._nudge = loop.call_later(delay_s, nudge)
 
+    def heartbeat_due(self, height: int, now_ms: int) -> bool:
+        return height == self.chain.height + 1 and self.heartbeat.due(time.monotonic())
+
     def check(self, block: Any, view: int, proposer: str) -> Verdict:
         if not isinstance(block, ConsensusBlock):
             return invalid("not a ledger block")
         if block.height != self.chain.height + 1:
             return WAIT  # the header's app_hash can only be checked after executing the parent
+        if not block.tx_hashes and not self.heartbeat.acceptable(time.monotonic()):
+            return invalid("an empty block, while no heartbeat is due (api/core/heartbeat.py)")
         missing = self.chain.missing_tensors(block)
         if missing:
             self._fetch_tensors(missing)

@@ -336,3 +336,42 @@ def test_all_four_restarted_at_once_continue_the_chain(testnet: LocalTestnet) ->
     for i in ALL:
         verify_ledger_file(net, i)
     assert final > height
+
+
+def test_an_abandoned_job_expires_on_an_idle_chain_then_the_chain_idles(
+    testnet: LocalTestnet,
+) -> None:
+    """No miner takes the job and nothing else is sent: heartbeat blocks (empty, one per
+    `heartbeat_s`) carry the chain past its commit deadline; once no job is live, they stop."""
+    net = testnet
+    a = Tensor(np.arange(4, dtype=np.int64), 8)
+    up = httpx.put(f"{net.url(1)}/api/v1/tensors", content=a.to_bytes(), timeout=10)
+    assert up.status_code == 201, up.text
+    body = post_job_body(
+        op="add",
+        kernel_version=kernels.KERNEL_VERSION,
+        inputs=[tensor_input(a), tensor_input(a)],
+        params={},
+        replication=1,
+        reward=10,
+        deadline=2,
+        run="abandoned",
+    )
+    post = sign_tx(
+        net.client, net.genesis.chain_id, POST_JOB, next_nonce(net, net.client.address), body
+    )
+    assert net.post(1, "/api/v1/txs", json=post.to_dict()).status_code == 202
+    wait_committed(net, [post.hash], ALL)
+    posted_at = net.height(0)
+    deadline = time.monotonic() + 30
+    while net.get(2, f"/api/v1/jobs/{post.hash}")["status"] != "expired":
+        assert time.monotonic() < deadline, "the job never expired"
+        time.sleep(0.2)
+    expired_at = net.height(2)
+    assert expired_at > posted_at
+    empty = [net.get(2, f"/api/v1/blocks/{h}") for h in range(posted_at + 1, expired_at + 1)]
+    assert all(b["header"]["n_txs"] == 0 for b in empty), "blocks other than heartbeats came"
+    time.sleep(3.0)  # three heartbeat intervals with nothing live: no block
+    assert [net.height(i) for i in ALL] == [expired_at] * 4
+    assert_identical_chains(net, ALL)
+    assert verify_ledger_file(net, 3).startswith(f"OK: {expired_at} blocks")
