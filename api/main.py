@@ -19,6 +19,7 @@ from api.hotpaths import HotPaths
 from api.p2p import routes as p2p_routes
 from api.p2p import streamserver, tensor_routes
 from api.routes import api_router, metrics, work
+from ledger.gcpolicy import tune_gc
 
 API_PREFIX = "/api/v1"
 
@@ -30,6 +31,7 @@ def create_app(settings: Settings, node: Node | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await node.start()
+        tune_gc()  # ledger/gcpolicy.py
         try:
             yield
         finally:

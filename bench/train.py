@@ -58,6 +58,7 @@ from driver.local import LocalRunner  # noqa: E402
 from driver.network_training import train_network  # noqa: E402
 from driver.training import train  # noqa: E402
 from ledger import kernels  # noqa: E402
+from ledger.gcpolicy import tune_gc  # noqa: E402
 from ledger.identity import Keypair  # noqa: E402
 from ledger.tensor import Tensor  # noqa: E402
 from ledger.transactions import (  # noqa: E402
@@ -346,6 +347,7 @@ def _miner_process(
 ) -> None:
     """Entry point of a miner process (multiprocessing, spawn): run miners `indexes` until the
     `stop` event is set, then put their `FleetStats` (with this process's CPU time) on `out`."""
+    tune_gc()  # as `layerchain miner` does
 
     async def main() -> FleetStats:
         fleet = _fleet(urls, indexes, workers, simulate_ms)
@@ -432,6 +434,7 @@ async def _throughput(
         group = MinerProcesses(net.urls, miners, workers, simulate_ms, processes)
         await asyncio.to_thread(group.wait_ready)
     else:
+        tune_gc()  # the bench process hosts the miners: as `layerchain miner` does
         running = asyncio.create_task(
             _run_fleet(_fleet(net.urls, list(range(miners)), workers, simulate_ms), stop)
         )

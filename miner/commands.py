@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from ledger.errors import LedgerError
+from ledger.gcpolicy import tune_gc
 from ledger.identity import Keypair
 from miner.client import NodeClient
 from miner.worker import BYZANTINE_MODES, Miner, MinerConfig, MinerStats
@@ -73,6 +74,7 @@ def miner(
             byzantine=byzantine,
             simulate_ms=simulate_ms,
         )
+        tune_gc()
         result = asyncio.run(_run(node, keypair, config))
     except LedgerError as exc:
         typer.echo(f"error: {exc}", err=True)
