@@ -11,9 +11,10 @@ Tensors are verified by hash on download (`Tensor.from_bytes(..., expected_hash=
 
 Requests go over `rawhttp` connections (~30 µs of CPU per request instead of httpx's ~650 µs: a
 simulated 16-miner fleet spent a third of its CPU in httpx). Given an httpx `transport` (tests
-standing in a node, a lying node), the client sends through httpx with that transport instead;
-either way transport failures are httpx's exception types, and everything above the wire (fail-
-over, backoff, error answers) is the same code.
+standing in a node, a lying node), or an `https://` node (the raw client speaks plain HTTP
+only), the client sends through httpx instead; either way transport failures are httpx's
+exception types, and everything above the wire (fail-over, backoff, error answers) is the same
+code.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ class NodeClient:
         self.timeout = timeout
         self._pool: ConnectionPool | None = None
         self._client: httpx.AsyncClient | None = None
-        if transport is None:
+        if transport is None and all(url.startswith("http://") for url in self.urls):
             self._pool = ConnectionPool(timeout, timeout, MAX_ANSWER_BYTES, KEEPALIVE_CONNECTIONS)
         else:
             self._client = httpx.AsyncClient(

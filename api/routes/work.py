@@ -311,7 +311,7 @@ async def get_work(
     )
 
 
-#: `GET /work` parameters as `work_query` parses them: a plain decimal (or `-1` for `since`).
+#: `GET /work` parameters as `work_query` takes them: plain decimals (`-1` only for `since`).
 _DECIMAL = re.compile(r"(?:0|[1-9][0-9]{0,17})(?:\.[0-9]{1,9})?")
 _INTEGER = re.compile(r"-1|0|[1-9][0-9]{0,17}")
 _ADDRESS = re.compile(ADDRESS.strip("^$"))
@@ -337,11 +337,9 @@ def work_query(pairs: Sequence[tuple[str, str]]) -> dict[str, Any] | None:
     params = dict(pairs)
     if len(params) != len(pairs) or not params.keys() <= _WORK_DEFAULTS.keys() | {"miner"}:
         return None
-    if "miner" not in params:
+    if not _ADDRESS.fullmatch(params.get("miner", "")):
         return None
     values: dict[str, Any] = {"miner": params["miner"]}
-    if not _ADDRESS.fullmatch(values["miner"]):
-        return None
     for name, (default, pattern, low, high) in _WORK_DEFAULTS.items():
         text = params.get(name)
         if text is None:

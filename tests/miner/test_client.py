@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import socket
 
 import httpx
 import numpy as np
@@ -169,3 +170,74 @@ def test_inline_work_tensors_are_kept_only_when_they_hash_to_a_listed_job_s_inpu
             assert list(plain["tensors"]) == [good.hash]  # still checked, whatever was asked
 
     asyncio.run(scenario())
+
+
+async def _http_server(answers: dict[str, tuple[int, bytes]]) -> tuple[asyncio.Server, list[str]]:
+    """A real HTTP/1.1 server on loopback: answers each path's (status, JSON body), kept alive."""
+    seen: list[str] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+                line, *fields = head.split("\r\n")
+                sizes = [int(f.split(":")[1]) for f in fields if f.lower().startswith("content-l")]
+                length = sizes[0] if sizes else 0
+                body = await reader.readexactly(length)
+                target = line.split(" ")[1]
+                seen.append(f"{line.split(' ')[0]} {target} {body.decode()}".strip())
+                status, content = answers.get(target.split("?")[0], (404, b'{"detail":"nope"}'))
+                writer.write(
+                    f"HTTP/1.1 {status} X\r\ncontent-length: {len(content)}\r\n\r\n".encode()
+                    + content
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0), seen
+
+
+def test_the_raw_wire_fails_over_keeps_4xx_answers_and_sends_json_and_queries() -> None:
+    """Without a transport the client speaks raw HTTP/1.1 (`rawhttp`); the same fail-over and
+    error rules hold as over httpx."""
+
+    async def run() -> None:
+        server, seen = await _http_server(
+            {
+                "/api/v1/status": (200, b'{"chain_id":"c","height":7}'),
+                "/api/v1/txs/batch": (422, b'{"detail":"body must be..."}'),
+                "/api/v1/work": (200, b'{"height":7,"commit":[],"reveal":[]}'),
+            }
+        )
+        port = server.sockets[0].getsockname()[1]
+        with socket.socket() as closed:
+            closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+            dead = f"http://127.0.0.1:{closed.getsockname()[1]}"
+            async with NodeClient([dead, f"http://127.0.0.1:{port}"], backoff_s=0.001) as client:
+                assert client._pool is not None  # the raw wire
+                assert (await client.status())["height"] == 7
+                assert client.failovers == 1
+                with pytest.raises(NodeRequestError) as refused:
+                    await client.request("POST", "/api/v1/txs/batch", json={"txs": []})
+                assert refused.value.status == 422 and "body must be" in refused.value.detail
+                work = await client.work("ab" * 32, wait=0.5, since=3, limit=2)
+                assert work["height"] == 7 and work["tensors"] == {}
+        server.close()
+        assert seen == [
+            "GET /api/v1/status",
+            'POST /api/v1/txs/batch {"txs":[]}',
+            f"GET /api/v1/work?miner={'ab' * 32}&wait=0.5&since=3&limit=2",
+        ]
+
+    asyncio.run(run())
+
+
+def test_https_nodes_and_given_transports_go_through_httpx() -> None:
+    async def run() -> None:
+        async with NodeClient(["https://node.example"]) as client:
+            assert client._pool is None and client._client is not None
+        async with NodeClient([GOOD], transport=_transport([])) as client:
+            assert client._pool is None
+
+    asyncio.run(run())
