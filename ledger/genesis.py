@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,9 @@ class Genesis:
     balances: dict[str, int] = field(default_factory=dict)
     genesis_time_ms: int = 0
 
-    @property
+    @cached_property
     def validator_addresses(self) -> tuple[str, ...]:
+        """Asked for every peer message and push a validator receives: computed once."""
         return tuple(v.address for v in self.validators)
 
     @property

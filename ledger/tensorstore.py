@@ -147,11 +147,17 @@ class TensorStore:
 
     def put_verified(self, tensor_hash: str, blob: bytes) -> bool:
         """Store `blob`, which the caller parsed and found to hash to `tensor_hash` (its wire
-        bytes, so they need not be serialised again); True when it was not stored before."""
-        if self.has(tensor_hash):
+        bytes, so they need not be serialised again); True when it was not stored before.
+
+        A pack-sized tensor goes straight to `INSERT OR IGNORE`, whose row count says whether it
+        was new: one statement instead of `has`'s lookup, file check and then the insert (a
+        validator stores every output once per miner upload and per push). A copy already held
+        as a file by an older version then also lands in the pack, same bytes: harmless."""
+        if tensor_hash in self._known:
             return False
-        self._write(tensor_hash, blob)
-        return True
+        if len(blob) > PACK_MAX_BYTES and self.has(tensor_hash):
+            return False
+        return self._write(_check_hash(tensor_hash), blob)
 
     def get_bytes(self, tensor_hash: str) -> bytes:
         """The wire-format bytes, verified against the hash (raises MissingTensor if absent)."""
@@ -205,14 +211,15 @@ class TensorStore:
         else:
             Path(self._file(tensor_hash)).unlink(missing_ok=True)
 
-    def _write(self, tensor_hash: str, blob: bytes) -> None:
+    def _write(self, tensor_hash: str, blob: bytes) -> bool:
+        """Store `blob`; False when the pack already held it (a file is always written)."""
         if len(blob) <= PACK_MAX_BYTES:
             with self._lock:
-                self._db.execute(
+                inserted = self._db.execute(
                     "INSERT OR IGNORE INTO tensors (hash, blob) VALUES (?, ?)", (tensor_hash, blob)
-                )
+                ).rowcount
             self._remember(tensor_hash)
-            return
+            return inserted == 1
         final = self._file(tensor_hash)
         if tensor_hash[:2] not in self._dirs:
             os.makedirs(os.path.dirname(final), exist_ok=True)
@@ -229,3 +236,4 @@ class TensorStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return True

@@ -120,3 +120,20 @@ def test_a_store_without_fsync_reads_damaged_bytes_as_missing(tmp_path: Path) ->
     with pytest.raises(TensorError, match="corrupt"):
         strict.get(tensor.hash)
     assert strict.has(tensor.hash)  # evidence kept
+
+
+def test_put_verified_says_whether_the_tensor_is_new_even_across_reopening(tmp_path: Path) -> None:
+    """`created` decides whether a validator pushes an upload on: true once per tensor, also for a
+    store reopened without its memo of known hashes (the pack's row count answers)."""
+    small, big = _tensor(1), Tensor(np.zeros(PACK_MAX_BYTES // 8 + 1, dtype=np.int64), 0)
+    store = TensorStore(tmp_path)
+    for t in (small, big):
+        assert store.put_verified(t.hash, t.to_bytes()) is True
+        assert store.put_verified(t.hash, t.to_bytes()) is False
+    store.close()
+    reopened = TensorStore(tmp_path)
+    for t in (small, big):
+        assert reopened.put_verified(t.hash, t.to_bytes()) is False
+        assert reopened.get(t.hash) == t
+    with pytest.raises(TensorError):
+        reopened.put_verified("not-a-hash", small.to_bytes())
