@@ -74,6 +74,7 @@ def test_every_type_signs_parses_and_verifies(tx_type: str) -> None:
     assert tx.encoded_envelope == canonical_json(tx.envelope())
     assert tx.body_json == canonical_json(tx.body).decode()
     assert tx_signing_bytes(tx, CHAIN) == signing_bytes("tx", CHAIN, tx.envelope())
+    assert tx.signature == KEY.sign("tx", CHAIN, tx.envelope())  # what sign_tx signs, spliced
     wire = parse_json(canonical_json(tx.to_dict()))
     again = parse_tx(wire, CHAIN, Params())
     assert again == tx and again.hash == tx.hash
