@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -23,6 +24,7 @@ from ledger.transactions import (
     POST_JOB,
     SUBMIT_RESULT,
     TRANSFER,
+    Tx,
     post_job_body,
     sign_tx,
     submit_body,
@@ -42,6 +44,24 @@ def submit_round_robin(net: LocalTestnet, txs: list[dict], nodes: list[int]) -> 
         assert response.status_code == 202, response.text
         hashes.append(response.json()["tx_hash"])
     return hashes
+
+
+def post_add_job(net: LocalTestnet, node: int, inputs: list[Tensor], **fields: Any) -> Tx:
+    """The funded client posts an r = 1 `add` job of `inputs` through `node` (accepted: 202)."""
+    body = post_job_body(
+        op="add",
+        kernel_version=kernels.KERNEL_VERSION,
+        inputs=[tensor_input(t) for t in inputs],
+        params={},
+        replication=1,
+        reward=10,
+        **fields,
+    )
+    nonce = next_nonce(net, net.client.address)
+    post = sign_tx(net.client, net.genesis.chain_id, POST_JOB, nonce, body)
+    response = net.post(node, "/api/v1/txs", json=post.to_dict())
+    assert response.status_code == 202, response.text
+    return post
 
 
 def chain_of(net: LocalTestnet, i: int, upto: int) -> list[str]:
@@ -123,21 +143,7 @@ def test_a_job_lives_its_whole_life_over_rest(testnet: LocalTestnet) -> None:
         )
         assert up.status_code == 201, up.text
         assert up.json()["hash"] == t.hash
-    body = post_job_body(
-        op="add",
-        kernel_version=kernels.KERNEL_VERSION,
-        inputs=[tensor_input(a), tensor_input(b)],
-        params={},
-        replication=1,
-        reward=10,
-        deadline=50,
-        run="e2e-run",
-        label="add-1",
-    )
-    nonce = next_nonce(net, net.client.address)
-    post = sign_tx(net.client, net.genesis.chain_id, POST_JOB, nonce, body)
-    response = net.post(0, "/api/v1/txs", json=post.to_dict())
-    assert response.status_code == 202, response.text
+    post = post_add_job(net, 0, [a, b], deadline=50, run="e2e-run", label="add-1")
     job_id = post.hash
     # The miner long-polls another node until the job is open there.
     page = net.get(
@@ -347,20 +353,7 @@ def test_an_abandoned_job_expires_on_an_idle_chain_then_the_chain_idles(
     a = Tensor(np.arange(4, dtype=np.int64), 8)
     up = httpx.put(f"{net.url(1)}/api/v1/tensors", content=a.to_bytes(), timeout=10)
     assert up.status_code == 201, up.text
-    body = post_job_body(
-        op="add",
-        kernel_version=kernels.KERNEL_VERSION,
-        inputs=[tensor_input(a), tensor_input(a)],
-        params={},
-        replication=1,
-        reward=10,
-        deadline=2,
-        run="abandoned",
-    )
-    post = sign_tx(
-        net.client, net.genesis.chain_id, POST_JOB, next_nonce(net, net.client.address), body
-    )
-    assert net.post(1, "/api/v1/txs", json=post.to_dict()).status_code == 202
+    post = post_add_job(net, 1, [a, a], deadline=2, run="abandoned")
     wait_committed(net, [post.hash], ALL)
     posted_at = net.height(0)
     deadline = time.monotonic() + 30
