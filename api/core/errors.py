@@ -110,7 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert response is not None  # registered only for answerable classes
         return response
 
-    for cls in (LedgerError, HTTPException, StarletteHTTPException):
+    for cls in (LedgerError, StarletteHTTPException):  # FastAPI's HTTPException is a subclass
         app.add_exception_handler(cls, answerable)
 
     @app.exception_handler(RequestValidationError)
