@@ -6,7 +6,7 @@
 One loop long-polls `GET /work` (the open jobs the node assigns to this miner, oldest first, then
 jobs it may steal; and jobs awaiting this miner's reveal), passing the height of the previous
 answer so a job still being computed is listed again at most once per block. It asks for as many
-open jobs as it has free workers plus `PREFETCH` (plus the jobs it took and has not committed yet,
+open jobs as it has free workers plus a prefetch (`_prefetch`: more when jobs are quick; plus the jobs it took and has not committed yet,
 which the node still lists), and for reveals only (`limit=0`) while its workers and backlog are
 full, so a busy miner is woken by its reveals, not by every block; when a
 worker frees up and the backlog runs low, the poll is restarted to ask for jobs. Up to `workers`
@@ -74,9 +74,17 @@ PRUNE_AFTER_S = 10.0
 ANNOUNCE_EVERY_S = 5.0
 #: Jobs of at most this many multiply-accumulates run on the event loop, not in a thread.
 INLINE_MACS = 50_000
-#: Open jobs asked for beyond the free workers, so a freed worker starts at once from the backlog.
-#: The node never lets another miner steal a job this deep in this miner's queue.
-PREFETCH = 2
+#: Open jobs asked for beyond the free workers, so a freed worker starts at once from the backlog:
+#: enough for the workers to compute `PREFETCH_COVER_S` (about a poll's round trip) at the
+#: measured time per job, at least `PREFETCH_MIN` (also the start, before any job was timed) and
+#: at most `PREFETCH_MAX`. The node never lets another miner steal a job this deep in this
+#: miner's queue, so slow jobs keep the prefetch short; tiny ones (microseconds each) would
+#: otherwise cost a poll, an upload and a commitment tx per handful of jobs.
+PREFETCH_MIN = 2
+PREFETCH_MAX = 64
+PREFETCH_COVER_S = 0.02
+#: Weight of the newest job in the running mean of compute time per job.
+JOB_TIME_WEIGHT = 0.2
 #: Most tensors in one `GET /work/tensors` (the node's limit, api/routes/work.py MAX_TENSORS).
 FETCH_MAX = 64
 #: Input bytes a poll asks the node to send along with the jobs (`GET /work?inline_bytes=`):
@@ -179,6 +187,8 @@ class Miner:
         self._last_stats = 0.0
         self._last_prune = 0.0
         self._last_announce = 0.0
+        self._job_s: float | None = None
+        """Running mean of the compute time per job (seconds; None before the first job)."""
         self._want_work = asyncio.Event()
         """Set when a worker freed up and the backlog ran low: restart a reveals-only poll."""
 
@@ -201,7 +211,7 @@ class Miner:
         housekeeping = asyncio.create_task(self._housekeeping(stop), name="housekeeping")
         try:
             while not stop.is_set():
-                limit = len(self._unsent) + self._free() + PREFETCH if self._wanted() else 0
+                limit = len(self._unsent) + self._free() + self._prefetch() if self._wanted() else 0
                 self._want_work.clear()
                 poll = asyncio.create_task(
                     self.client.work(
@@ -271,7 +281,14 @@ class Miner:
 
     def _wanted(self) -> bool:
         """Does the backlog lack jobs for the free workers plus the prefetch?"""
-        return not self._stopping and len(self._backlog) < self._free() + PREFETCH
+        return not self._stopping and len(self._backlog) < self._free() + self._prefetch()
+
+    def _prefetch(self) -> int:
+        """Jobs to hold beyond the free workers: enough for `PREFETCH_COVER_S` of computing."""
+        if self._job_s is None:
+            return PREFETCH_MIN
+        wanted = self.config.workers * PREFETCH_COVER_S / max(self._job_s, 1e-6)
+        return max(PREFETCH_MIN, min(PREFETCH_MAX, int(wanted)))
 
     def abandon(self) -> None:
         """Give up started jobs and pending reveals now (a second Ctrl-C)."""
@@ -351,7 +368,7 @@ class Miner:
         # prefetched while the workers compute); the workers find their inputs on the way.
         self._fetch(
             h
-            for job in started + self._backlog[:PREFETCH]
+            for job in started + self._backlog[: self._prefetch()]
             if all(h is not None for h in job["input_hashes"])
             for h in job["input_hashes"]
         )
@@ -469,7 +486,11 @@ class Miner:
             outputs = await asyncio.to_thread(kernels.execute, job["op"], job["params"], inputs)
         if self.config.simulate_ms:
             await asyncio.sleep(self.config.simulate_ms / 1000)
-        self.stats.seconds_computing += time.monotonic() - started
+        took = time.monotonic() - started
+        self.stats.seconds_computing += took
+        self._job_s = (
+            took if self._job_s is None else self._job_s + JOB_TIME_WEIGHT * (took - self._job_s)
+        )
         self.stats.computed += 1
         if self.config.byzantine == "lie":
             outputs = [_corrupt(outputs[0]), *outputs[1:]]

@@ -14,11 +14,12 @@ import numpy as np
 from inprocess_chain import BASE, InProcessChain, in_process_chain
 
 from ledger import kernels
+from ledger.identity import Keypair
 from ledger.tensor import Tensor
 from ledger.transactions import POST_JOB, post_job_body, tensor_input
 from miner.client import NodeClient
 from miner.txsender import TxSender
-from miner.worker import Miner, MinerConfig, MinerStats, _Committed
+from miner.worker import PREFETCH_MAX, PREFETCH_MIN, Miner, MinerConfig, MinerStats, _Committed
 
 
 def _dense_inputs(seed: int) -> list[Tensor]:
@@ -196,10 +197,15 @@ class _Watching(httpx.AsyncBaseTransport):
         self.inner = inner
         self.lie = lie
         self.paths: Counter[str] = Counter()
+        self.limits: list[int] = []
+        """The `limit` of each `GET /work` asking for jobs, in order."""
         self.lies = 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.paths[f"{request.method} {request.url.path}"] += 1
+        limit = int(request.url.params.get("limit", 0))
+        if request.url.path == "/api/v1/work" and limit:
+            self.limits.append(limit)
         response = await self.inner.handle_async_request(request)
         if not self.lie or request.url.path != "/api/v1/work" or response.status_code != 200:
             return response
@@ -286,3 +292,32 @@ def test_a_commitment_that_never_reached_the_chain_is_forgotten_and_the_job_take
             await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_quick_jobs_deepen_the_prefetch_and_slow_ones_keep_it_short(tmp_path: Path) -> None:
+    """A miner asks for its free workers plus a prefetch sized to a poll's round trip of
+    computing: tiny jobs (microseconds) are asked for many at a time, so a burst costs one
+    poll, one upload and one commitment tx instead of one each per few jobs; jobs that take
+    50 ms keep it at the minimum, so they stay stealable by idle miners."""
+
+    async def scenario(simulate_ms: int) -> list[int]:
+        async with in_process_chain(tmp_path / str(simulate_ms)) as chain:
+            watching = _Watching(chain.transport)
+            config = MinerConfig(workers=1, poll_wait_s=1, simulate_ms=simulate_ms)
+            ids, expected, settled, _, _ = await _run_miners(chain, [config], 3, 1, watching)
+            assert [settled[i]["outputs"] for i in ids] == expected
+            return watching.limits
+
+    quick = asyncio.run(scenario(0))
+    assert quick[0] == 1 + PREFETCH_MIN  # nothing timed yet
+    # A limit also counts the jobs taken and not committed yet (at most one here).
+    assert max(quick) > 2 + PREFETCH_MIN, quick
+    slow = asyncio.run(scenario(50))
+    assert max(slow) <= 2 + PREFETCH_MIN, slow
+
+    miner = Miner(NodeClient([BASE]), Keypair.generate(), MinerConfig(workers=4))
+    for job_s, prefetch in [(None, PREFETCH_MIN), (0.1, PREFETCH_MIN), (1e-6, PREFETCH_MAX)]:
+        miner._job_s = job_s
+        assert miner._prefetch() == prefetch
+    miner._job_s = 0.002  # 4 workers x 20 ms / 2 ms
+    assert miner._prefetch() == 40
