@@ -4,24 +4,24 @@
     await miner.run(stop)          # until `stop` is set; then finishes or abandons its work
 
 One loop long-polls `GET /work` (the open jobs the node assigns to this miner, oldest first, then
-jobs it may steal; and jobs awaiting this miner's reveal), passing the height of the previous
-answer so a job still being computed is listed again at most once per block. It asks for as many
-open jobs as it has free workers plus a prefetch (`_prefetch`: more when jobs are quick; plus the jobs it took and has not committed yet,
-which the node still lists), and for reveals only (`limit=0`) while its workers and backlog are
-full, so a busy miner is woken by its reveals, not by every block; when a
-worker frees up and the backlog runs low, the poll is restarted to ask for jobs. Up to `workers`
-jobs are computed at once: inputs come with the poll's answer (`inline_bytes`: the node sends
-those of the first jobs, up to `INLINE_BYTES`) or are downloaded (one `GET /work/tensors` brings
-the still missing inputs of all the jobs started or prefetched after a poll), and are checked
-against their hashes and cached; the kernel runs in a thread (`ledger.kernels.execute` releases
-the GIL inside BLAS), and the worker slot is free again. Publishing never holds a slot: the
-commitment hides the outputs, so the `commit_result` (replication ≥ 2, with a fresh 32-byte
-salt) goes out through the `TxSender` while the outputs upload through the `Uploader` (outputs
-queued while an upload is in flight share the next request); only the `reveal_result`, sent
-when the job's reveal phase starts, waits for the upload. Replication 1 uploads, then sends a
-`submit_result` (it names the outputs). Pruning lost commitments and refreshing the earnings run
-beside the poll loop, never in it; so does announcing the miner to every node (at start and
-every `ANNOUNCE_EVERY_S`), so that all nodes assign jobs among the same miners.
+jobs it may steal; and jobs awaiting this miner's reveal), passing the height of the previous answer
+so a job still being computed is listed again at most once per block. It asks for as many open jobs
+as it has free workers plus a prefetch (`_prefetch`: deeper when jobs are quick), plus the jobs it
+took and has not committed yet (the node still lists them), and for reveals only (`limit=0`) while
+its workers and backlog are full, so a busy miner is woken by its reveals, not by every block; when
+a worker frees up and the backlog runs low, the poll is restarted to ask for jobs. Up to `workers`
+jobs are computed at once: inputs come with the poll's answer (`inline_bytes`: the node sends those
+of the first jobs, up to `INLINE_BYTES`) or are downloaded (one `GET /work/tensors` brings the still
+missing inputs of all the jobs started or prefetched after a poll), and are checked against their
+hashes and cached; the kernel runs in a thread (`ledger.kernels.execute` releases the GIL inside
+BLAS), and the worker slot is free again. Publishing never holds a slot: the commitment hides the
+outputs, so the `commit_result` (replication ≥ 2, with a fresh 32-byte salt) goes out through the
+`TxSender` while the outputs upload through the `Uploader` (outputs queued while an upload is in
+flight share the next request); only the `reveal_result`, sent when the job's reveal phase starts,
+waits for the upload. Replication 1 uploads, then sends a `submit_result` (it names the outputs).
+Pruning lost commitments and refreshing the earnings run beside the poll loop, never in it; so does
+announcing the miner to every node (at start and every `ANNOUNCE_EVERY_S`), so that all nodes assign
+jobs among the same miners.
 
 On `stop` the miner takes no new job, finishes the jobs it started and reveals what it committed
 (so it is not slashed for a missing reveal), for at most `grace_s`; `abandon()` gives up at once.
