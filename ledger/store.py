@@ -791,11 +791,18 @@ def _upsert_rows(
     columns: Sequence[str],
     keys: Sequence[str],
     rows: list[tuple[Any, ...]],
+    fixed: Sequence[str] = (),
 ) -> None:
-    """Batched INSERT ... ON CONFLICT (keys) DO UPDATE (SQLite >= 3.24 and PostgreSQL)."""
+    """Batched INSERT ... ON CONFLICT (keys) DO UPDATE (SQLite >= 3.24 and PostgreSQL).
+
+    `fixed` columns never change once a row exists: they are left out of the update, so SQLite
+    leaves alone every index built only from keys and fixed columns.
+    """
     if rows:
         names = ", ".join(f'"{c}"' for c in columns)
-        updates = ", ".join(f'"{c}" = excluded."{c}"' for c in columns if c not in keys)
+        updates = ", ".join(
+            f'"{c}" = excluded."{c}"' for c in columns if c not in keys and c not in fixed
+        )
         conflict = ", ".join(f'"{k}"' for k in keys)
         _executemany(
             conn,
@@ -831,6 +838,8 @@ _JOB_COLUMNS = (
     "updated_height",
     "record",
 )
+#: What a job's posting sets for good (its record's other fields move as it runs).
+_JOB_FIXED = ("poster", "op", "run", "label", "replication", "reward", "posted_height")
 _RESULT_COLUMNS = (
     "job_id",
     "miner",
@@ -911,7 +920,7 @@ def write_projection(
                     h,
                 )
             )
-    _upsert_rows(conn, "jobs", _JOB_COLUMNS, ("id",), job_rows)
+    _upsert_rows(conn, "jobs", _JOB_COLUMNS, ("id",), job_rows, fixed=_JOB_FIXED)
     _upsert_rows(conn, "results", _RESULT_COLUMNS, ("job_id", "miner"), result_rows)
     _upsert_rows(
         conn,

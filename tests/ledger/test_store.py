@@ -3,6 +3,7 @@ projections, state reload and reindex."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -207,6 +208,23 @@ def test_reindex_rebuilds_the_projections_identically(tmp_path: Path) -> None:
     report = reindex(store)
     assert report.blocks == c.height and report.state_root == c.state.root
     assert store.projection_snapshot() == before
+
+
+def test_every_jobs_row_matches_its_record_after_jobs_were_rewritten(tmp_path: Path) -> None:
+    """The jobs projection updates only the columns a job's life changes (the fixed ones stay
+    as posted, to spare their indexes); every column must still equal the job's latest record,
+    through posting, commits, reveals and settlement in blocks of their own."""
+    c = _busy_chain(tmp_path)
+    assert c.store is not None
+    with c.store.engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM jobs")).mappings().all()
+    assert len(rows) == 3 and {r["status"] for r in rows} >= {"settled", "open"}
+    for row in rows:
+        record = json.loads(row["record"])
+        assert record == c.state.jobs[row["id"]].to_dict()
+        for column, value in row.items():
+            if column not in ("id", "record", "updated_height"):
+                assert value == record[column], column
 
 
 def test_reindex_command(tmp_path: Path) -> None:
