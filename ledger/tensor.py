@@ -17,12 +17,13 @@ from __future__ import annotations
 import ast
 import functools
 import io
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ledger.encoding import canonical_json, parse_json, sha256_hex
+from ledger.encoding import parse_json, sha256_hex
 from ledger.errors import EncodingError, TensorError
 
 WIRE_MAGIC = b"LCT1\n"
@@ -33,6 +34,8 @@ MAX_FRAC_BITS = 30
 DEFAULT_MAX_ELEMENTS = 1 << 24
 MAX_NDIM = 4
 _NPY_MAGIC = b"\x93NUMPY"
+#: The meta line as `canonical_json` writes it (other JSON forms go through the parser).
+_CANONICAL_META = re.compile(rb'\{"frac_bits":(0|[1-9][0-9]{0,2})\}')
 
 
 def _check_array(data: np.ndarray, max_elements: int) -> np.ndarray:
@@ -104,10 +107,14 @@ class Tensor:
         return hash(self.hash)
 
     def to_bytes(self) -> bytes:
-        """The wire format: magic, canonical meta line, then a version 1.0 `.npy` file."""
-        buf = io.BytesIO()
-        np.lib.format.write_array(buf, self.data, version=(1, 0), allow_pickle=False)
-        return WIRE_MAGIC + canonical_json({"frac_bits": self.frac_bits}) + b"\n" + buf.getvalue()
+        """The wire format: magic, canonical meta line, then a version 1.0 `.npy` file (its
+        header depends only on dtype and shape, so it is written once per pair and reused)."""
+        return (
+            WIRE_MAGIC
+            + b'{"frac_bits":%d}\n' % self.frac_bits
+            + _npy_header_bytes(self.data.dtype.str, self.data.shape)
+            + self.data.tobytes()
+        )
 
     @classmethod
     def from_bytes(
@@ -119,17 +126,32 @@ class Tensor:
         end = blob.find(b"\n", len(WIRE_MAGIC), len(WIRE_MAGIC) + 256)
         if end < 0:
             raise TensorError("tensor meta line missing or longer than 256 bytes")
-        try:
-            meta = parse_json(blob[len(WIRE_MAGIC) : end])
-        except EncodingError as exc:
-            raise TensorError(f"tensor meta line: {exc}") from exc
-        if not isinstance(meta, dict) or set(meta) != {"frac_bits"}:
-            raise TensorError('tensor meta line must be exactly {"frac_bits": <int>}')
+        line = blob[len(WIRE_MAGIC) : end]
+        canonical = _CANONICAL_META.fullmatch(line)
+        if canonical is not None:  # what every writer sends: no JSON parser needed
+            frac_bits: Any = int(canonical[1])
+        else:
+            try:
+                meta = parse_json(line)
+            except EncodingError as exc:
+                raise TensorError(f"tensor meta line: {exc}") from exc
+            if not isinstance(meta, dict) or set(meta) != {"frac_bits"}:
+                raise TensorError('tensor meta line must be exactly {"frac_bits": <int>}')
+            frac_bits = meta["frac_bits"]
         data = _read_npy(blob[end + 1 :], max_elements)
-        tensor = cls(data, meta["frac_bits"])
+        tensor = cls(data, frac_bits)
         if expected_hash is not None and tensor.hash != expected_hash:
             raise TensorError(f"tensor hash {tensor.hash} does not match expected {expected_hash}")
         return tensor
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_header_bytes(descr: str, shape: tuple[int, ...]) -> bytes:
+    """The version 1.0 `.npy` header numpy writes for a C-order array of `descr` and `shape`."""
+    buf = io.BytesIO()
+    header = {"descr": descr, "fortran_order": False, "shape": tuple(int(d) for d in shape)}
+    np.lib.format.write_array_header_1_0(buf, header)
+    return buf.getvalue()
 
 
 @functools.lru_cache(maxsize=4096)

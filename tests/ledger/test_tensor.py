@@ -67,6 +67,36 @@ def test_hashed_meta_is_the_canonical_json_of_meta(
     assert t.hash == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    dtype=st.sampled_from([np.int32, np.int64]),
+    shape=st.lists(st.integers(0, 5), max_size=4),
+    frac_bits=st.integers(0, 30),
+)
+def test_wire_bytes_are_what_numpy_and_canonical_json_write(
+    dtype: type, shape: list[int], frac_bits: int
+) -> None:
+    """`to_bytes` writes the meta line and a cached `.npy` header by hand; the bytes must be
+    the format's own: `canonical_json` meta, then numpy's version 1.0 file."""
+    t = Tensor((np.arange(int(np.prod(shape)), dtype=dtype) - 3).reshape(shape), frac_bits)
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, t.data, version=(1, 0), allow_pickle=False)
+    expected = b"LCT1\n" + canonical_json({"frac_bits": frac_bits}) + b"\n" + buf.getvalue()
+    assert t.to_bytes() == expected
+    assert Tensor.from_bytes(expected, expected_hash=t.hash) == t
+
+
+def test_a_meta_line_in_other_json_spelling_still_parses() -> None:
+    """Readers match the canonical meta line without a JSON parser; any other valid spelling
+    goes through the parser and means the same."""
+    body = npy(GOOD_HEADER, GOOD_BODY)
+    assert Tensor.from_bytes(wire(body, b'{ "frac_bits" : 3 }')).frac_bits == 3
+    assert Tensor.from_bytes(wire(body, b'{"frac_bits":0}')).frac_bits == 0
+    for bad in (b'{"frac_bits":03}', b'{"frac_bits":-1}', b'{"frac_bits":true}'):
+        with pytest.raises(TensorError):
+            Tensor.from_bytes(wire(body, bad))
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_round_trip(dtype: type) -> None:
     rng = np.random.default_rng(0)
