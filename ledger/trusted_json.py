@@ -13,9 +13,14 @@ from __future__ import annotations
 import json
 from typing import Any
 
+#: One encoder for every call: `json.dumps` with options builds a new one each time, and the
+#: circular-reference check is skipped (these values are trees built by the ledger itself).
+#: Together ~15 % of encoding a 2 KB job record.
+_ENCODER = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, check_circular=False
+)
+
 
 def trusted_canonical_json(value: Any) -> bytes:
     """Same bytes as canonical_json(value) for already-checked values (see module docstring)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8"
-    )
+    return _ENCODER.encode(value).encode("utf-8")
