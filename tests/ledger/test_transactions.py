@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any
 
 import numpy as np  # noqa: I001
@@ -178,6 +179,19 @@ def test_commitment_binds_job_miner_outputs_and_salt() -> None:
     assert commitment("cd" * 32, KEY.address, [H], "cd" * 32) != base
     assert commitment(H, KEY.address, ["cd" * 32], "cd" * 32) != base
     assert commitment(H, KEY.address, [H], "ef" * 32) != base
+
+
+def test_commitment_text_is_the_canonical_json_of_its_value() -> None:
+    """`commitment` writes the canonical text of hex-only values by hand; it must hash exactly
+    `digest(value)`, for any number of outputs (non-hex values take the generic encoder)."""
+    rng = random.Random(7)
+    for _ in range(200):
+        hexes = ["".join(rng.choice("0123456789abcdef") for _ in range(64)) for _ in range(20)]
+        job_id, miner, salt, *outputs = hexes[: 3 + rng.randint(1, 16)]
+        value = {"job_id": job_id, "miner": miner, "outputs": outputs, "salt": salt}
+        assert commitment(job_id, miner, outputs, salt) == digest(value)
+    odd = {"job_id": "x", "miner": KEY.address, "outputs": ["é"], "salt": "cd" * 32}
+    assert commitment("x", KEY.address, ["é"], "cd" * 32) == digest(odd)
 
 
 def test_tensor_input_carries_the_hashed_metadata() -> None:
