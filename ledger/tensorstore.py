@@ -29,6 +29,7 @@ import os
 import re
 import sqlite3
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 from ledger.errors import TensorError
@@ -56,6 +57,10 @@ PACK_MAX_BYTES = 1 << 20
 PACK_FILE = "pack.sqlite"
 KNOWN_MAX = 1 << 20
 """Most hashes `has` remembers (~100 MiB); past that the memo starts over."""
+RECENT_BYTES = 32 << 20
+"""Wire bytes of the most recently written or read pack tensors kept in memory: a node hands
+the inputs of every listed job to its miners (`GET /work`), and those were mostly stored moments
+before; a SELECT each was ~3 % of a validator's CPU at saturation."""
 _tmp_names = itertools.count()
 
 
@@ -77,6 +82,9 @@ class TensorStore:
         """Hashes this store holds for certain (written or found here; a removal forgets one):
         `has` is asked several times per tensor (admission, proposal, block check)."""
         self._lock = threading.Lock()
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        """hash -> wire bytes, least recently used first, at most `RECENT_BYTES` in all."""
+        self._recent_bytes = 0
         self._db = sqlite3.connect(
             self.root / PACK_FILE, isolation_level=None, check_same_thread=False
         )
@@ -105,12 +113,34 @@ class TensorStore:
     def _file(self, tensor_hash: str) -> str:
         return os.path.join(self._root, tensor_hash[:2], tensor_hash)
 
-    def _packed(self, tensor_hash: str) -> bytes | None:
+    def _packed(self, tensor_hash: str, recent: bool = False) -> bytes | None:
+        """A pack tensor's bytes; with `recent`, from memory when they were lately written or
+        read this way (verified reads always go to the disk, so damage there is seen)."""
         with self._lock:
+            if recent:
+                blob = self._recent.get(tensor_hash)
+                if blob is not None:
+                    self._recent.move_to_end(tensor_hash)
+                    return blob
             row = self._db.execute(
                 "SELECT blob FROM tensors WHERE hash = ?", (tensor_hash,)
             ).fetchone()
-        return None if row is None else bytes(row[0])
+            if row is None:
+                return None
+            blob = bytes(row[0])
+            if recent:
+                self._keep(tensor_hash, blob)
+        return blob
+
+    def _keep(self, tensor_hash: str, blob: bytes) -> None:
+        """Remember a pack tensor's bytes as most recently used (holding `_lock`)."""
+        if tensor_hash in self._recent:
+            return
+        self._recent[tensor_hash] = blob
+        self._recent_bytes += len(blob)
+        while self._recent_bytes > RECENT_BYTES:
+            _, dropped = self._recent.popitem(last=False)
+            self._recent_bytes -= len(dropped)
 
     def has(self, tensor_hash: str) -> bool:
         if tensor_hash in self._known:
@@ -164,10 +194,11 @@ class TensorStore:
         return self._read(tensor_hash)[0]
 
     def get_unverified_bytes(self, tensor_hash: str) -> bytes | None:
-        """The stored bytes as they are, or None: for forwarding to a peer, which parses and
-        hash-checks whatever it receives (checking here too would do that work twice)."""
+        """The stored bytes as they are, or None: for forwarding to a peer or a miner, which
+        parses and hash-checks whatever it receives (checking here too would do that work
+        twice). Pack tensors written or served lately come from memory (`RECENT_BYTES`)."""
         _check_hash(tensor_hash)
-        blob = self._packed(tensor_hash)
+        blob = self._packed(tensor_hash, recent=True)
         if blob is not None:
             return blob
         try:
@@ -207,6 +238,8 @@ class TensorStore:
         self._known.discard(tensor_hash)
         if packed:
             with self._lock:
+                dropped = self._recent.pop(tensor_hash, None)
+                self._recent_bytes -= len(dropped) if dropped is not None else 0
                 self._db.execute("DELETE FROM tensors WHERE hash = ?", (tensor_hash,))
         else:
             Path(self._file(tensor_hash)).unlink(missing_ok=True)
@@ -218,6 +251,8 @@ class TensorStore:
                 inserted = self._db.execute(
                     "INSERT OR IGNORE INTO tensors (hash, blob) VALUES (?, ?)", (tensor_hash, blob)
                 ).rowcount
+                if inserted == 1:
+                    self._keep(tensor_hash, blob)
             self._remember(tensor_hash)
             return inserted == 1
         final = self._file(tensor_hash)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ledger import tensorstore
 from ledger.errors import TensorError
 from ledger.tensor import Tensor
 from ledger.tensorstore import PACK_MAX_BYTES, MissingTensor, TensorStore
@@ -137,3 +138,28 @@ def test_put_verified_says_whether_the_tensor_is_new_even_across_reopening(tmp_p
         assert reopened.get(t.hash) == t
     with pytest.raises(TensorError):
         reopened.put_verified("not-a-hash", small.to_bytes())
+
+
+def test_recent_tensors_are_forwarded_from_memory_within_a_byte_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unverified reads (what a node forwards to miners and peers, who check every hash) come
+    from memory for pack tensors written or served lately, at most `RECENT_BYTES` of them, the
+    least recently used dropped first; verified reads still read the disk and see damage."""
+    tensors = [_tensor(seed) for seed in range(3)]
+    size = len(tensors[0].to_bytes())
+    monkeypatch.setattr(tensorstore, "RECENT_BYTES", 2 * size)
+    store = TensorStore(tmp_path)
+    for t in tensors:
+        store.put(t)
+    for t in tensors:  # the disk copies go bad: only what memory holds still reads as written
+        tamper(store, t.hash, lambda b: b[:-1] + bytes([b[-1] ^ 1]))
+    assert store.get_unverified_bytes(tensors[0].hash) != tensors[0].to_bytes()  # dropped
+    assert store.get_unverified_bytes(tensors[2].hash) == tensors[2].to_bytes()
+    with pytest.raises(TensorError, match="corrupt"):
+        store.get(tensors[2].hash)
+    # Memory now holds tensors[0] (read from disk) then tensors[2] (just served); reading
+    # tensors[1] from disk drops the least recently used, tensors[0].
+    assert store.get_unverified_bytes(tensors[1].hash) != tensors[1].to_bytes()
+    assert store.get_unverified_bytes(tensors[2].hash) == tensors[2].to_bytes()
+    assert store.get_unverified_bytes(tensors[0].hash) != tensors[0].to_bytes()
