@@ -85,6 +85,8 @@ WINDOW = 12
 WINDOW_POLL_S = 0.02
 #: Jobs per post_jobs tx (PROTOCOL §5.3; ~500 bytes each, under the 16 KiB tx limit).
 POST_BATCH = 24
+#: Most jobs one `GET /work/results` answers (the node's MAX_RESULT_JOBS, api/routes/work.py).
+RESULTS_MAX = 5000
 
 
 def dense_job(seed: int, rows: int = 8, k: int = 16, n: int = 8) -> list[Tensor]:
@@ -182,8 +184,14 @@ class Poster:
         post_job committed with a failure receipt (`bad_nonce`, when a node ordered the txs out
         of nonce order during a view change) is posted again, with a fresh nonce.
         """
-        ids = list(ids)
         deadline = time.monotonic() + timeout
+        settled: dict[str, Any] = {}
+        for start in range(0, len(ids), RESULTS_MAX):  # the node answers this many at a time
+            settled.update(await self._settle(list(ids[start : start + RESULTS_MAX]), deadline))
+        return settled
+
+    async def _settle(self, ids: list[str], deadline: float) -> dict[str, Any]:
+        """`settle` for at most `RESULTS_MAX` jobs."""
         while time.monotonic() < deadline:
             answer = await self.client.results(ids, wait=5)
             if answer["done"]:
