@@ -7,6 +7,8 @@ revealing, a primary that saw no block for `interval_s` proposes an empty one (t
 `Node.heartbeat_due`), and a backup votes for an empty block only while some job is live and
 at least half the interval passed since its own last block (`acceptable`): a primary cannot
 rush deadlines past with a burst of empty blocks. Once every job is final the chain idles again.
+An idle backup also asks `heartbeat_due`: while one is owed it runs its view timer, so a primary
+that died (or sends nothing) on an idle chain is replaced (`Replica._watch_heartbeat`).
 
 Node policy, not protocol: an empty block was always valid (PROTOCOL.md §6.3); this decides
 when an honest validator makes or accepts one. Clocks are local (monotonic), so a backup that

@@ -75,6 +75,8 @@ class _Snapshot:
     in_flight: bool
     backlog: int
     """Txs waiting at this validator then: the core's pending ones plus those its host held."""
+    heartbeat: bool = False
+    """Armed by an idle backup whose host said a heartbeat block is owed (`_watch_heartbeat`)."""
 
 
 class Replica:
@@ -208,8 +210,11 @@ class Replica:
             self._on_timer(event.timer_id)
         elif isinstance(event, ev.TimeAdvanced):
             self.now_ms = max(self.now_ms, event.now_ms)
-            if self.active and self.is_primary and not self.pending:
-                self._try_propose()  # a heartbeat may be due
+            if self.active and not self.pending:
+                if self.is_primary:
+                    self._try_propose()  # a heartbeat may be due
+                else:
+                    self._watch_heartbeat()
         elif isinstance(event, ev.BlocksFetched):
             self._on_blocks_fetched(event)
         elif isinstance(event, ev.AppReady):
@@ -717,9 +722,7 @@ class Replica:
         """In a view, watch for progress on what this replica is waiting for right now."""
         if not self.active or self.snapshot is not None:
             return
-        in_flight = any(h > self.committed_height for h in self.accepted) or any(
-            v == self.view and h > self.committed_height for (v, h) in self.early
-        )
+        in_flight = self._waits_on_blocks()
         if not self.pending and not in_flight:
             return
         backlog = len(self.pending) + held_txs(self.app)
@@ -727,6 +730,23 @@ class Replica:
             self.committed_height, frozenset(self.pending), in_flight, backlog
         )
         self._set_view_timer()
+
+    def _watch_heartbeat(self) -> None:
+        """An idle backup whose host says a heartbeat block is owed (a deadline waits on the
+        height) expects one: if no block commits within a view timeout, the primary is silent
+        (crashed, or proposing nothing) and the view changes, as for a pending tx. Without this a
+        dead primary on an idle chain was never replaced, and deadlines waited for the next tx."""
+        if self.snapshot is not None or not self.active or self._waits_on_blocks():
+            return
+        if self.app.heartbeat_due(self.committed_height + 1, self.now_ms):
+            self.snapshot = _Snapshot(self.committed_height, frozenset(), False, 0, heartbeat=True)
+            self._set_view_timer()
+
+    def _waits_on_blocks(self) -> bool:
+        """Is a block of this view above the committed height accepted or seen early?"""
+        return any(h > self.committed_height for h in self.accepted) or any(
+            v == self.view and h > self.committed_height for (v, h) in self.early
+        )
 
     def _on_timer(self, timer_id: str) -> None:
         if timer_id == FETCH_TIMER:
@@ -756,7 +776,9 @@ class Replica:
     def _stalled(self, snap: _Snapshot) -> bool:
         """A whole timeout passed without the progress this replica was waiting for."""
         waiting = [t for t in snap.txs if t in self.pending]
-        if self.committed_height == snap.committed_height and (snap.in_flight or waiting):
+        if self.committed_height == snap.committed_height and (
+            snap.in_flight or waiting or snap.heartbeat
+        ):
             return True
         # Blocks commit, and more txs were waiting than fit in one block: a tx left out is
         # queued behind others, not censored, and changing view would only slow everyone down.

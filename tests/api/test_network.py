@@ -368,3 +368,33 @@ def test_an_abandoned_job_expires_on_an_idle_chain_then_the_chain_idles(
     assert [net.height(i) for i in ALL] == [expired_at] * 4
     assert_identical_chains(net, ALL)
     assert verify_ledger_file(net, 3).startswith(f"OK: {expired_at} blocks")
+
+
+def test_a_dead_primary_on_an_idle_chain_is_replaced_to_send_the_heartbeats(
+    testnet: LocalTestnet,
+) -> None:
+    """The primary dies while a job is live and nothing else is sent: no tx waits, so no
+    ordinary view timer runs; the backups expect the heartbeat their hosts say is owed, change
+    view when it does not come, and the new primary's heartbeats expire the job."""
+    net = testnet
+    primary = next(
+        v["index"] for v in net.get(1, "/api/v1/validators")["validators"] if v["is_primary"]
+    )
+    alive = [i for i in ALL if i != primary]
+    a = Tensor(np.arange(4, dtype=np.int64) + 7, 8)
+    up = httpx.put(f"{net.url(alive[0])}/api/v1/tensors", content=a.to_bytes(), timeout=10)
+    assert up.status_code == 201, up.text
+    post = post_add_job(net, alive[0], [a, a], deadline=2, run="orphaned")
+    wait_committed(net, [post.hash], ALL)
+    view = net.get(alive[0], "/api/v1/status")["view"]
+    net.kill(primary)
+    deadline = time.monotonic() + 60
+    while net.get(alive[0], f"/api/v1/jobs/{post.hash}")["status"] != "expired":
+        assert time.monotonic() < deadline, "the job never expired"
+        time.sleep(0.2)
+    assert all(net.get(i, "/api/v1/status")["view"] > view for i in alive)
+    net.start(primary)
+    net.wait_healthy([primary])
+    target = max(net.height(i) for i in alive)
+    net.wait_height(target, [primary], timeout=30)
+    assert_identical_chains(net, ALL)

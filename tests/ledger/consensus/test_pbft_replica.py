@@ -454,3 +454,43 @@ def test_backups_refuse_an_empty_block_their_hosts_did_not_want() -> None:
     assert net.heights() == [0, 0, 0, 0]
     assert any(isinstance(m, PrePrepare) for m in net.sent[0])
     assert not any(isinstance(m, Prepare) for i in (1, 2, 3) for m in net.sent[i])
+
+
+def test_idle_backups_replace_a_primary_that_owes_a_heartbeat_and_never_sends_it() -> None:
+    """A dead primary on an idle chain: no tx is pending, so no ordinary view timer runs, but
+    the backups' hosts say a heartbeat is owed (a deadline waits on the next height). Each backup
+    arms its view timer for it; when it fires with no block committed the view changes, and the
+    new primary sends the heartbeat."""
+    net, apps = _heartbeat_net()
+    dead = 0
+    for app in apps.values():
+        app.due, app.accept = 1, True
+    for i in (1, 2, 3):
+        net.step(i, ev.TimeAdvanced(2_000))
+        assert "view" in net.timers[i], i  # watching for the owed heartbeat
+        assert apps[i].asked == [(1, 2_000)]
+    net.run(drop=lambda s, d, m: s == dead)
+    assert net.heights() == [0, 0, 0, 0]
+    for i in (1, 2, 3):
+        net.fire(i)
+    net.run(drop=lambda s, d, m: s == dead)
+    assert all(net.replicas[i].view == 1 and net.replicas[i].active for i in (1, 2, 3))
+    net.step(1, ev.TimeAdvanced(9_000))  # the new primary's host still wants the heartbeat
+    net.run(drop=lambda s, d, m: s == dead)
+    assert net.heights()[1:] == [1, 1, 1]
+    assert net.stores[1][0][0].tx_hashes == () and net.stores[1][0][1].view == 1
+
+
+def test_a_heartbeat_that_commits_in_time_keeps_the_view() -> None:
+    net, apps = _heartbeat_net()
+    for app in apps.values():
+        app.due, app.accept = 1, True
+    for i in (1, 2, 3):
+        net.step(i, ev.TimeAdvanced(2_000))
+    net.step(0, ev.TimeAdvanced(2_000))  # the live primary sends it
+    net.run()
+    assert net.heights() == [1, 1, 1, 1]
+    for i in (1, 2, 3):
+        net.fire(i)  # the timer finds the committed height moved: no view change
+    net.run()
+    assert all(r.view == 0 and r.active for r in net.replicas)
