@@ -5,26 +5,34 @@ background loop takes everything queued, merges runs of single-job results into
 `commit_results` / `reveal_results` batches (`miner.merging`: a miner finishing many jobs per
 block sends one signed tx for them, not one each), gives each tx the next nonce, signs the lot
 and posts it as one `POST /txs/batch`; the same signed batch is retried on another node when one
-fails, so a nonce is never skipped because of a dead node. Nonces come from the account's
-committed nonce plus its pending txs, and are re-read after any refusal.
+fails, so a nonce is never skipped because of a dead node. When no node answers at all (every
+node down, or answers lost on the way back) the batch may still have been admitted, so the
+*same signed txs* are sent again, for up to `RESEND_FOR_S`, before the batch fails: signing its
+nonces anew for other txs would make twins (two txs, one nonce; the chain keeps one), and the
+callers would take an admitted tx for a lost one (a miner would forget a commitment it still
+has to reveal). Nonces come from the account's committed nonce plus its pending txs, and are
+re-read after any refusal or failed batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from ledger.errors import InvalidTransaction, LedgerError
 from ledger.identity import Keypair
 from ledger.transactions import TRANSFER, Tx, sign_tx, transfer_body
 from miner.batching import BatchLoop
-from miner.client import NodeClient
+from miner.client import NodeClient, NodeUnavailable
 from miner.merging import merge
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
+#: How long a signed batch that no node answered is sent again (backing off up to 5 s).
+RESEND_FOR_S = 60.0
 
 _Payload = tuple[str, dict[str, Any]]
 
@@ -86,7 +94,7 @@ class TxSender(BatchLoop[_Payload, Tx]):
         if not live:
             return
         self.nonce = nonce + len(live)
-        results = await self.client.submit_batch([tx for _, tx in live])
+        results = await self._submit([tx for _, tx in live])
         gaps: list[int] = []
         for (futures, tx), result in zip(live, results, strict=True):
             if result.get("accepted"):
@@ -105,6 +113,25 @@ class TxSender(BatchLoop[_Payload, Tx]):
                 gaps.append(tx.nonce)
         if gaps:
             await self._fill(gaps)
+
+    async def _submit(self, txs: list[Tx]) -> list[dict[str, Any]]:
+        """Post signed txs; while no node answers, post the same ones again (module docstring)."""
+        give_up = time.monotonic() + RESEND_FOR_S
+        delay = 0.5
+        while True:
+            try:
+                return await self.client.submit_batch(txs)
+            except NodeUnavailable as exc:
+                if time.monotonic() + delay > give_up:
+                    raise
+                log.warning(
+                    "no node took %d signed tx(s) (%s); sending the same ones again in %.1f s",
+                    len(txs),
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _fill(self, nonces: list[int]) -> None:
         """Fill the nonces of refused txs, so the txs signed after them are not stuck behind a gap.
