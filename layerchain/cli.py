@@ -25,6 +25,7 @@ app = typer.Typer(
 app.command("keygen")(ledger_commands.keygen)
 app.command("verify")(ledger_commands.verify)
 app.command("reindex")(ledger_commands.reindex)
+app.command("verify-proof")(ledger_commands.verify_proof)
 app.command("train")(driver_commands.train)
 app.command("testnet")(api_commands.testnet)
 app.command("node")(api_commands.node)

@@ -1,4 +1,4 @@
-"""`layerchain` subcommands that need only the ledger: keygen, verify and reindex."""
+"""`layerchain` subcommands that need only the ledger: keygen, verify, reindex, verify-proof."""
 
 from __future__ import annotations
 
@@ -106,4 +106,39 @@ def reindex(
     typer.echo(
         f"reindexed {report.blocks} blocks in {report.seconds:.2f} s; "
         f"state root {report.state_root}"
+    )
+
+
+def verify_proof(
+    proof: Annotated[
+        Path, typer.Argument(help="A tx proof as JSON (GET /api/v1/txs/{hash}/proof), or - .")
+    ],
+    genesis: Annotated[Path, typer.Option(help="The chain's genesis.json (the only trust root).")],
+) -> None:
+    """Check a tx inclusion proof with nothing but the genesis: the tx and its signature, the
+    Merkle path to the block header, and a quorum of validator signatures on that header.
+
+    Exits 1 saying which link failed.
+    """
+    import sys
+
+    from ledger.encoding import parse_json
+    from ledger.genesis import Genesis
+    from ledger.lightclient import verify_tx_proof
+
+    try:
+        text = sys.stdin.read() if str(proof) == "-" else proof.read_text()
+    except OSError as exc:
+        raise _fail(f"cannot read {proof}: {exc.strerror}") from exc
+    try:
+        trusted = Genesis.load(genesis)
+        checked = verify_tx_proof(parse_json(text), trusted)
+    except LedgerError as exc:
+        raise _fail(str(exc)) from exc
+    signers = len(checked.certificate.signatures)
+    typer.echo(
+        f"OK: tx {checked.tx.hash} ({checked.tx.type} from {checked.tx.sender[:16]}…, nonce "
+        f"{checked.tx.nonce}) is tx {checked.index} of block {checked.height} "
+        f"({checked.header.hash[:16]}…), committed by {signers} of "
+        f"{len(trusted.validator_addresses)} validators"
     )

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from api.core.bodies import read_json
 from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
+from ledger.lightclient import build_tx_proof
 
 router = APIRouter(prefix="/txs", tags=["txs"])
 
@@ -128,3 +129,33 @@ async def get_tx(
     if found is None:
         raise HTTPException(404, f"no transaction {tx_hash} is pending or committed")
     return TxOut(**found)
+
+
+class MerkleStep(BaseModel):
+    side: str
+    """`L` or `R`: which side of the running node this sibling is on."""
+    hash: str
+
+
+class TxProofOut(BaseModel):
+    """A tx inclusion proof (PROTOCOL.md §6.2, `ledger.lightclient`): checkable with the genesis
+    alone (`layerchain verify-proof`)."""
+
+    tx: dict[str, Any]
+    height: int
+    index: int
+    header: dict[str, Any]
+    merkle_path: list[MerkleStep]
+    certificate: dict[str, Any]
+
+
+@router.get("/{tx_hash}/proof", response_model=TxProofOut, responses=ERROR_RESPONSES)
+async def get_tx_proof(
+    node: NodeDep, tx_hash: str = Path(pattern=HASH_PATTERN, description="The tx hash.")
+) -> TxProofOut:
+    """The proof that a committed tx is in a certified block: the tx, its block's header, the
+    Merkle path to the header's tx_root and the block's commit certificate."""
+    proof = build_tx_proof(node.chain.store, tx_hash)
+    if proof is None:
+        raise HTTPException(404, f"no transaction {tx_hash} is stored in a committed block here")
+    return TxProofOut(**proof.to_dict())

@@ -690,6 +690,40 @@ def check_certificate(
         )
 
 
+def verify_tx_proof(proof: Mapping[str, Any], genesis: Mapping[str, Any]) -> str:
+    """§6.8: a tx inclusion proof checked against a normalised genesis alone; the tx hash."""
+    keys = {"tx", "height", "index", "header", "merkle_path", "certificate"}
+    if not isinstance(proof, Mapping) or set(proof) != keys:
+        raise VerifyError("a proof has exactly the keys " + ", ".join(sorted(keys)))
+    header, height, index = proof["header"], proof["height"], proof["index"]
+    if header["chain_id"] != genesis["chain_id"] or header["height"] != height:
+        raise VerifyError("the header is of another chain or height")
+    tx_hash_ = check_tx(proof["tx"], genesis["chain_id"], genesis["params"]["max_tx_bytes"])
+    n = header["n_txs"]
+    if type(index) is not int or not 0 <= index < n:
+        raise VerifyError(f"index {index!r} is outside a block of {n} txs")
+    sides, i, size = [], index, n
+    while size > 1:
+        if i ^ 1 < size:
+            sides.append("L" if i ^ 1 < i else "R")
+        i, size = i // 2, (size + 1) // 2
+    path = proof["merkle_path"]
+    if [step["side"] for step in path] != sides:
+        raise VerifyError("the path's sides are not those of the index")
+    node = hashlib.sha256(b"\x00" + bytes.fromhex(tx_hash_)).digest()
+    for step in path:
+        sibling = bytes.fromhex(step["hash"])
+        pair = sibling + node if step["side"] == "L" else node + sibling
+        node = hashlib.sha256(b"\x01" + pair).digest()
+    if node.hex() != header["tx_root"]:
+        raise VerifyError("the path does not lead to the header's tx_root")
+    validators = [v["address"] for v in genesis["validators"]]
+    check_certificate(
+        proof["certificate"], genesis["chain_id"], validators, height, block_hash(header)
+    )
+    return tx_hash_
+
+
 PARAM_DEFAULTS = {
     "replication": 2,
     "reward_per_job": 10,

@@ -692,3 +692,37 @@ def test_a_sender_with_a_trailing_newline_is_invalid() -> None:
         iv.check_tx(wire, "layerchain-test")
     with pytest.raises(LedgerError):
         parse_tx(wire, "layerchain-test", Params())
+
+
+def test_tx_inclusion_proofs_agree_with_the_project(built: Built) -> None:
+    """§6.8 implemented from the text: every committed tx's proof is accepted, and each forged
+    link is refused by both verifiers."""
+    from ledger.lightclient import ProofError, build_tx_proof, verify_tx_proof
+
+    c = built.chain
+    assert c.store is not None
+    genesis = iv.normalise_genesis(c.genesis.to_dict())
+    with sqlite3.connect(built.db) as conn:
+        hashes = [row[0] for row in conn.execute("SELECT hash FROM txs ORDER BY height, idx")]
+    assert len(hashes) >= 5
+    forged_paths = 0
+    for tx_hash in hashes:
+        proof = build_tx_proof(c.store, tx_hash)
+        assert proof is not None
+        raw = proof.to_dict()
+        assert iv.verify_tx_proof(raw, genesis) == tx_hash
+        verify_tx_proof(raw, c.genesis)
+        if raw["merkle_path"]:
+            forged_paths += 1
+            forged = {**raw, "merkle_path": [{**raw["merkle_path"][0], "hash": "00" * 32}]}
+            forged["merkle_path"] += raw["merkle_path"][1:]
+            with pytest.raises(iv.VerifyError):
+                iv.verify_tx_proof(forged, genesis)
+            with pytest.raises(ProofError):
+                verify_tx_proof(forged, c.genesis)
+        shifted = {**raw, "header": {**raw["header"], "time_ms": raw["header"]["time_ms"] + 1}}
+        with pytest.raises(iv.VerifyError):
+            iv.verify_tx_proof(shifted, genesis)
+        with pytest.raises(ProofError):
+            verify_tx_proof(shifted, c.genesis)
+    assert forged_paths >= 2  # blocks of several txs: paths with steps

@@ -152,3 +152,20 @@ def test_consensus_wal_is_compacted_at_stable_checkpoints(single_node) -> None:
     node.wal.flush()
     on_disk = ConsensusWal(node.settings.consensus_wal).records
     assert on_disk == [node.codec.encode_record(r) for r in node._records]
+
+
+def test_a_committed_tx_has_a_proof_that_the_genesis_alone_verifies(single_node) -> None:
+    from ledger.lightclient import verify_tx_proof
+
+    client, node, key = single_node
+    hashes = commit_transfers(client, node, key, 3)
+    deadline = time.monotonic() + 10
+    while (answer := client.get(f"/api/v1/txs/{hashes[2]}/proof")).status_code == 404:
+        assert time.monotonic() < deadline, answer.text  # the block store may lag the commit
+        time.sleep(0.02)
+    assert answer.status_code == 200, answer.text
+    checked = verify_tx_proof(answer.json(), node.genesis)
+    assert checked.tx.hash == hashes[2] and checked.tx.nonce == 2
+    missing = client.get(f"/api/v1/txs/{'ab' * 32}/proof")
+    assert missing.status_code == 404 and "no transaction" in missing.json()["detail"]
+    assert client.get("/api/v1/txs/xyz/proof").status_code == 422
