@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.blocks import BlockHeader
-from ledger.certificate import CommitCertificate, verify_certificate
+from ledger.blocks import BlockHeader, validate_certificate
+from ledger.certificate import CommitCertificate
 from ledger.errors import InvalidBlock, InvalidTransaction, LedgerError
 from ledger.genesis import Genesis
 from ledger.merkle import merkle_proof, verify_proof
@@ -142,13 +142,7 @@ def verify_tx_proof(raw: Any, genesis: Genesis) -> TxProof:
     if not verify_proof(tx.hash, list(proof.path), header.tx_root):
         raise ProofError("the Merkle path does not lead from the tx hash to the header's tx_root")
     try:
-        verify_certificate(
-            proof.certificate,
-            genesis.chain_id,
-            genesis.validator_addresses,
-            height=header.height,
-            block_hash=header.hash,
-        )
+        validate_certificate(proof.certificate, genesis, header)
     except InvalidBlock as exc:
         raise ProofError(f"the block is not certified: {exc}") from exc
     return proof

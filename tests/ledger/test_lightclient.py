@@ -82,6 +82,8 @@ def _set(path: list[Any], value: Any) -> Any:
         (_set(["header", "time_ms"], 1), "different block"),
         (_set(["header", "tx_root"], "00" * 32), "tx_root"),
         (lambda p: p["certificate"]["signatures"].pop(), "quorum"),
+        (lambda p: p["certificate"]["signatures"][0].update(signature="ab" * 64), "certified"),
+        (lambda p: p["certificate"]["signatures"][0].update(signature="zz"), "certificate"),
         (_set(["header", "chain_id"], "another-chain"), "chain"),
         (lambda p: p.pop("certificate"), "exactly the keys"),
         (_set(["tx"], {"type": "transfer"}), "malformed proof"),
