@@ -24,6 +24,7 @@ from api.routes import accounts, blocks, feed, jobs, runs, search, stats, txs
 from api.routes import certificates as certificates_route
 from api.routes import verify as verify_route
 from ledger.errors import LedgerError
+from ledger.lightclient import build_tx_proof, verify_tx_proof
 from ledger.merkle import merkle_root
 from ledger.state import JOB_STATUSES
 from ledger.transactions import (
@@ -215,8 +216,27 @@ async def tx_detail(
         batch_what=batch_what,
         signature_ok=signature_ok,
         signature_problem=problem,
+        proof=_inclusion(node, tx_hash) if found.status == "committed" else None,
         api=f"/api/v1/txs/{tx_hash}",
     )
+
+
+def _inclusion(node: NodeDep, tx_hash: str) -> dict[str, Any] | None:
+    """The tx's inclusion proof checked as a light client would (genesis only), for the page:
+    None while the block is not stored yet."""
+    built = build_tx_proof(node.chain.store, tx_hash)
+    if built is None:
+        return None
+    try:
+        verify_tx_proof(built, node.genesis)
+    except LedgerError as exc:
+        return {"ok": False, "problem": str(exc)}
+    return {
+        "ok": True,
+        "steps": len(built.path),
+        "signers": len(built.certificate.signatures),
+        "validators": node.genesis.n,
+    }
 
 
 @router.get("/jobs", response_class=HTMLResponse)

@@ -292,6 +292,8 @@ def test_every_page_renders(app: App, demo: DemoChain) -> None:
         response = app.get(path)
         assert response.status_code == 200, (path, response.text[:300])
         assert needle in response.text, path
+    tx_page = app.get(f"/txs/{demo.failed_tx}").text  # failed, yet committed: provably in a block
+    assert "✓ Merkle path of" in tx_page and f"/api/v1/txs/{demo.failed_tx}/proof" in tx_page
 
 
 def test_unknown_things_get_an_html_404(app: App) -> None:
