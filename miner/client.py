@@ -25,7 +25,7 @@ import importlib.util
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any, Protocol
 
 import httpx
@@ -350,7 +350,13 @@ class NodeClient:
         return result
 
     async def work(
-        self, miner: str, wait: float, since: int = -1, limit: int = 64, inline_bytes: int = 0
+        self,
+        miner: str,
+        wait: float,
+        since: int = -1,
+        limit: int = 64,
+        inline_bytes: int = 0,
+        known: Container[str] = (),
     ) -> dict[str, Any]:
         """Long-poll for this miner's work: `{"height", "commit": [job...], "reveal": [id...],
         "stolen": [id...], "tensors": {hash: Tensor}}`, answered once the chain is above `since`.
@@ -358,15 +364,19 @@ class NodeClient:
         With `inline_bytes`, the node also sends input tensors of the `commit` jobs (up to that
         many bytes); `tensors` holds those that are inputs of the listed jobs and hash to their
         name (`Tensor.from_bytes(..., expected_hash=)`, as downloads are). Any other (a lying or
-        broken node) is left out and logged, so the miner downloads it as before."""
+        broken node) is left out and logged, so the miner downloads it as before. Tensors named
+        in `known` (the caller holds them: jobs listed again while still being worked on) are
+        not decoded at all."""
         params: dict[str, Any] = {"miner": miner, "wait": wait, "since": since, "limit": limit}
         if inline_bytes > 0:
             params["inline_bytes"] = inline_bytes
         result: dict[str, Any] = await self.get_json("/work", params=params, timeout=wait + 10.0)
-        result["tensors"] = self._inline_tensors(result)
+        result["tensors"] = self._inline_tensors(result, known)
         return result
 
-    def _inline_tensors(self, work: dict[str, Any]) -> dict[str, Tensor]:
+    def _inline_tensors(
+        self, work: dict[str, Any], known: Container[str] = ()
+    ) -> dict[str, Tensor]:
         sent = work.get("tensors") or {}
         if not isinstance(sent, dict) or not sent:
             return {}
@@ -375,6 +385,8 @@ class NodeClient:
         for tensor_hash, encoded in sent.items():
             if tensor_hash not in wanted:
                 log.warning("%s sent tensor %.16s… that no listed job uses", self.url, tensor_hash)
+                continue
+            if tensor_hash in known:
                 continue
             try:
                 blob = base64.b64decode(encoded, validate=True)

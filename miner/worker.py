@@ -220,6 +220,7 @@ class Miner:
                         since,
                         limit=limit,
                         inline_bytes=INLINE_BYTES if limit else 0,
+                        known=self._cache,
                     )
                 )
                 waits: set[asyncio.Task[Any]] = {poll, asyncio.create_task(stop.wait())}

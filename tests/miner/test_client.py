@@ -168,6 +168,10 @@ def test_inline_work_tensors_are_kept_only_when_they_hash_to_a_listed_job_s_inpu
             plain = await client.work("aa" * 32, wait=0, limit=4)
             assert "inline_bytes" not in asked[1] and asked[0]["inline_bytes"] == "1000"
             assert list(plain["tensors"]) == [good.hash]  # still checked, whatever was asked
+            held = await client.work(
+                "aa" * 32, wait=0, limit=4, inline_bytes=1000, known={good.hash}
+            )
+            assert held["tensors"] == {}  # the caller holds it: not decoded again
 
     asyncio.run(scenario())
 
