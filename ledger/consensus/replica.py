@@ -59,7 +59,7 @@ VIEW_TIMER = "view"
 FETCH_TIMER = "fetch"
 
 #: Bugs the tests can plant to prove that the simulator catches them. Never used in production.
-KNOWN_BUGS = frozenset({"commit_quorum_2f", "forget_prepared", "no_persist"})
+KNOWN_BUGS = frozenset({"commit_quorum_2f", "forget_prepared", "no_persist", "no_heartbeat_watch"})
 
 #: How many views ahead of the current one normal-case messages are buffered (they often
 #: arrive before the NEW-VIEW that installs their view).
@@ -737,6 +737,8 @@ class Replica:
         (crashed, or proposing nothing) and the view changes, as for a pending tx. Without this a
         dead primary on an idle chain was never replaced, and deadlines waited for the next tx."""
         if self.snapshot is not None or not self.active or self._waits_on_blocks():
+            return
+        if "no_heartbeat_watch" in self.bugs:
             return
         if self.app.heartbeat_due(self.committed_height + 1, self.now_ms):
             self.snapshot = _Snapshot(self.committed_height, frozenset(), False, 0, heartbeat=True)

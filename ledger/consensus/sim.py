@@ -46,6 +46,8 @@ from ledger.identity import Keypair
 
 FAULT_KINDS = ("loss", "dup", "reorder", "partition", "crash", "skew", "byzantine")
 CHAIN_ID = "layerchain-sim"
+#: How often an idle host tells its replica the time (heartbeat runs; the node ticks every 100 ms).
+TICK_MS = 50
 _KEYS: dict[int, Keypair] = {}
 
 
@@ -83,6 +85,10 @@ class SimSpec:
     check_certificates: bool = True
     app_lag: bool = False
     """The app can only build/check height h once the host executed h - 1 (as the ledger's)."""
+    heartbeat_ms: int = 0
+    """> 0: the client stops at the heal and the app always owes a heartbeat block this long
+    after its last commit (`SimApp`), so liveness after the heal rests on heartbeat blocks:
+    proposed by the primary, expected by idle backups (a silent primary must be replaced)."""
 
     def command(self) -> str:
         faults = ",".join(sorted(self.faults)) or "none"
@@ -95,6 +101,8 @@ class SimSpec:
             cmd += " --no-cert-check"
         if self.app_lag:
             cmd += " --app-lag"
+        if self.heartbeat_ms:
+            cmd += f" --heartbeat-ms {self.heartbeat_ms}"
         return cmd
 
 
@@ -131,6 +139,8 @@ class _Node:
         self.clock_skew = 1.0
         self.clock_offset = 0
         self.last_clock = -1
+        self.last_commit_clock = 0
+        """This host's clock when it last committed a block (or booted)."""
 
     def tx_committed(self, tx_hash: str) -> bool:
         return tx_hash in self.committed_txs
@@ -197,9 +207,14 @@ class Simulation:
         self.decided: dict[int, str] = {}
         self.signed: dict[tuple[int, str, int, int], str] = {}
         self.target: int | None = None
+        self.stopped: set[int] = set()
+        """Honest validators crashed for good (heartbeat runs): left out of the liveness check."""
 
         self._schedule(0, "client", None, None)
         self._schedule(400, "retransmit", None, None)
+        if spec.heartbeat_ms:  # an idle chain: only the hosts' ticks tell the replicas the time
+            for i in range(n):
+                self._schedule(TICK_MS + i, "tick", i, None)
         self._schedule(spec.fault_ms, "heal", None, None)
         if "partition" in faults:
             t = self.rng.randint(0, spec.fault_ms // 2)
@@ -236,9 +251,19 @@ class Simulation:
             self._schedule(delay, kind, dst, payload)
 
     # ---------------------------------------------------------------------- replica hosts
+    def _clock(self, node: _Node) -> int:
+        return int(self.now * node.clock_skew) + node.clock_offset
+
     def _boot(self, node: _Node) -> None:
         executed = (lambda: len(node.store)) if self.spec.app_lag else None
-        app: Any = SimApp(node.tx_committed, executed=executed)
+        node.last_commit_clock = self._clock(node)
+        app: Any = SimApp(
+            node.tx_committed,
+            executed=executed,
+            heartbeat_ms=self.spec.heartbeat_ms,
+            clock=lambda: self._clock(node),
+            last_commit=lambda: node.last_commit_clock,
+        )
         kinds = self.byzantine.get(node.index)
         if kinds is not None and "censor" in kinds:
             app = CensoringApp(app)
@@ -262,15 +287,18 @@ class Simulation:
             node.byz = Byzantine(replica, kinds, random.Random(self.rng.getrandbits(64)), peers)
         self._perform(node, replica.start())
 
-    def _step(self, node: _Node, event: Any) -> None:
+    def _step(self, node: _Node, event: Any | None) -> None:
+        """Tell the node's replica the time (its host's clock), then feed `event` (None: a tick,
+        as the node's tick loop sends while idle)."""
         replica = node.replica
         if replica is None or not node.up:
             return
-        clock = int(self.now * node.clock_skew) + node.clock_offset
+        clock = self._clock(node)
         if clock != node.last_clock:
             node.last_clock = clock
-            replica.step(ev.TimeAdvanced(clock))
-        self._perform(node, replica.step(event))
+            self._perform(node, replica.step(ev.TimeAdvanced(clock)))
+        if event is not None:
+            self._perform(node, replica.step(event))
 
     def _perform(self, node: _Node, actions: list[Any], raw: bool = False) -> None:
         if node.byz is not None and not raw:
@@ -373,6 +401,7 @@ class Simulation:
             if problem:
                 self._violate(f"certificate: replica {node.index} height {block.height}: {problem}")
         node.store.append((block, cert))
+        node.last_commit_clock = self._clock(node)
         for tx_hash in block.tx_hashes:
             if honest:
                 if tx_hash not in self.submitted:
@@ -384,15 +413,37 @@ class Simulation:
             first = self.decided.setdefault(block.height, block.hash)
             if first != block.hash:
                 self._violate(f"agreement: two blocks committed at height {block.height}")
+            self._maybe_stop_primary()
+
+    def _maybe_stop_primary(self) -> None:
+        """Heartbeat runs without Byzantine validators: once the faults healed and every client
+        tx committed (the chain idles, only heartbeats move it), the primary crashes for good.
+        No tx waits anywhere, so only the heartbeat the others' hosts say is owed can tell them
+        to change view; the liveness target moves past this point."""
+        if not self.spec.heartbeat_ms or self.byzantine or self.faulty or self.stopped:
+            return
+        up = [self.nodes[i] for i in self.honest if self.nodes[i].up]
+        if not all(set(self.submitted) <= node.committed_txs for node in up):
+            return
+        view, primary = max((n.replica.view, n.replica.primary) for n in up if n.replica)
+        victim = self.index[primary]
+        self.stopped.add(victim)
+        self._schedule(1, "stop", victim, None)
+        top = max(len(self.nodes[i].store) for i in self.honest)
+        self.target = max(self.target or 0, top + self.spec.extra_height)
 
     def _live(self) -> bool:
         if self.target is None:
             return False
-        for i in self.honest:
+        for i in self._running():
             node = self.nodes[i]
             if len(node.store) < self.target or not self.early_txs <= node.committed_txs:
                 return False
         return True
+
+    def _running(self) -> list[int]:
+        """The honest validators the liveness check waits for (not those stopped for good)."""
+        return [i for i in self.honest if i not in self.stopped]
 
     # --------------------------------------------------------------------------- events
     def run(self) -> SimResult:
@@ -408,7 +459,7 @@ class Simulation:
         else:
             self._violate("liveness: the simulation ran out of events")
         if not self._live():
-            heights = [len(self.nodes[i].store) for i in self.honest]
+            heights = [len(self.nodes[i].store) for i in self._running()]
             self._violate(
                 f"liveness: honest heights {heights} (target {self.target}) after "
                 f"{self.spec.bound_ms} ms without faults"
@@ -447,12 +498,16 @@ class Simulation:
             if node.up and node.timer_gen.get(timer_id) == gen:
                 self._step(node, ev.TimerFired(timer_id))
         elif kind == "client":
-            self._submit()
+            if self.faulty or not self.spec.heartbeat_ms:  # heartbeat runs idle after the heal
+                self._submit()
         elif kind == "tx":
             tx_hash = b
             self._step(self.nodes[a], ev.ClientTx(tx_hash, self.tx_bodies[tx_hash]))
         elif kind == "retransmit":
             self._retransmit()
+        elif kind == "tick":
+            self._step(self.nodes[a], None)
+            self._schedule(TICK_MS, "tick", a, None)
         elif kind == "fetch":
             self._serve_fetch(a, b)
         elif kind == "fetched":
@@ -468,6 +523,10 @@ class Simulation:
             if node.up and self.faulty:
                 node.up = False
                 node.replica = None
+        elif kind == "stop":
+            node = self.nodes[a]
+            node.up = False
+            node.replica = None
         elif kind == "restart":
             node = self.nodes[a]
             if not node.up:
@@ -543,6 +602,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-ms", type=int, default=SimSpec.fault_ms)
     parser.add_argument("--no-cert-check", action="store_true")
     parser.add_argument("--app-lag", action="store_true", help="app WAITs until h-1 executed")
+    parser.add_argument(
+        "--heartbeat-ms",
+        type=int,
+        default=0,
+        help="idle after the heal; heartbeat blocks owed this long after each commit",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="worker processes")
     parser.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -563,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
             args.fault_ms,
             check_certificates=not args.no_cert_check,
             app_lag=args.app_lag,
+            heartbeat_ms=args.heartbeat_ms,
         )
         for s in seeds
     ]

@@ -86,10 +86,23 @@ class SimApp:
         *,
         executed: Callable[[], int] | None = None,
         secret: bytes = CLIENT_SECRET,
+        heartbeat_ms: int = 0,
+        clock: Callable[[], int] | None = None,
+        last_commit: Callable[[], int] | None = None,
     ) -> None:
+        """`heartbeat_ms` > 0 plays a chain whose deadlines always wait on the next height, as
+        the node's `api.core.heartbeat` does while a job is live: a heartbeat (empty block) is
+        due `heartbeat_ms` after the host's last commit (`last_commit`, on the host's `clock`),
+        and an empty block is acceptable after half that."""
         self._committed = committed
         self._executed = executed
         self._secret = secret
+        self._heartbeat_ms = heartbeat_ms
+        self._clock = clock or (lambda: 0)
+        self._last_commit = last_commit or (lambda: 0)
+
+    def _waited(self, now_ms: int, at_least: int) -> bool:
+        return self._heartbeat_ms > 0 and now_ms - self._last_commit() >= at_least
 
     def _ready(self, height: int) -> bool:
         return self._executed is None or self._executed() >= height - 1
@@ -105,6 +118,8 @@ class SimApp:
     ) -> SimBlock | None:
         if not self._ready(height):
             return None
+        if not txs:  # the core asks for a heartbeat only when `heartbeat_due` said so
+            return SimBlock(height, view, prev_hash, proposer, time_ms, ())
         chosen = tuple(
             (h, b) for h, b in txs if tx_valid(h, b, self._secret) and not self._committed(h)
         )
@@ -120,7 +135,9 @@ class SimApp:
         if not self._ready(block.height):
             return WAIT
         if not block.txs:
-            return invalid("empty block")
+            if self._waited(self._clock(), self._heartbeat_ms // 2):
+                return OK
+            return invalid("empty block, while no heartbeat is due")
         for tx_hash, body in block.txs:
             if not tx_valid(tx_hash, body, self._secret):
                 return invalid(f"tx {tx_hash[:12]} is not a valid client tx")
@@ -129,7 +146,7 @@ class SimApp:
         return OK
 
     def heartbeat_due(self, height: int, now_ms: int) -> bool:
-        return False  # the simulated chain has no deadlines
+        return self._waited(now_ms, self._heartbeat_ms)
 
     def tx_committed(self, tx_hash: str) -> bool:
         return self._committed(tx_hash)

@@ -3,8 +3,10 @@ proof that the checker fails when a bug is planted."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -31,6 +33,24 @@ def mixed_specs(start: int, count: int) -> Iterator[SimSpec]:
 def test_seeded_fault_schedules_keep_agreement_validity_and_liveness(chunk: int) -> None:
     failures = []
     for spec in mixed_specs(chunk * PER_CHUNK, PER_CHUNK):
+        result = run_seed(spec)
+        if not result.ok:
+            failures.append(f"{'; '.join(result.violations)}\n  replay: {spec.command()}")
+    assert not failures, "\n".join(failures)
+
+
+HEARTBEAT_CHUNKS = 3
+HEARTBEAT_PER_CHUNK = 150
+
+
+@pytest.mark.parametrize("chunk", range(HEARTBEAT_CHUNKS))
+def test_idle_chains_move_on_heartbeats_even_when_the_primary_dies(chunk: int) -> None:
+    """Heartbeat runs: after the heal no client tx comes, so every height past the target is a
+    heartbeat block; without Byzantine validators the primary also crashes for good once the
+    chain idles, and the others must replace it on the heartbeat they are owed."""
+    failures = []
+    for spec in mixed_specs(chunk * HEARTBEAT_PER_CHUNK, HEARTBEAT_PER_CHUNK):
+        spec = dataclasses.replace(spec, heartbeat_ms=200)
         result = run_seed(spec)
         if not result.ok:
             failures.append(f"{'; '.join(result.violations)}\n  replay: {spec.command()}")
@@ -72,9 +92,22 @@ def test_runs_commit_real_work_and_change_views() -> None:
 BUG_BOUND = 25
 
 
+#: Runs in which a planted bug can show at all (default: the default fault mix).
+BUG_RUNS: dict[str, dict[str, Any]] = {
+    # Only an idle chain with a dead primary needs the heartbeat watch.
+    "no_heartbeat_watch": {
+        "heartbeat_ms": 200,
+        "faults": frozenset(FAULT_KINDS) - {"byzantine"},
+    },
+}
+
+
 def _first_failure(bugs: frozenset[str], *, check_certificates: bool = True) -> SimSpec | None:
+    runs: dict[str, Any] = {}
+    for bug in bugs:
+        runs.update(BUG_RUNS.get(bug, {}))
     for seed in range(BUG_BOUND * 4 if not check_certificates else BUG_BOUND):
-        spec = SimSpec(seed, bugs=bugs, check_certificates=check_certificates)
+        spec = SimSpec(seed, bugs=bugs, check_certificates=check_certificates, **runs)
         if not run_seed(spec).ok:
             return spec
     return None
@@ -121,3 +154,14 @@ def test_fault_names_are_checked() -> None:
     assert parse_faults("loss,crash") == {"loss", "crash"}
     with pytest.raises(ValueError, match="unknown faults"):
         parse_faults("loss,meteor")
+
+
+def test_a_failing_heartbeat_seed_replays_from_its_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    spec = _first_failure(frozenset({"no_heartbeat_watch"}))
+    assert spec is not None and "--heartbeat-ms 200" in spec.command()
+    argv = spec.command().split()[3:]  # after "python -m ledger.consensus.sim"
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert f"FAIL seed {spec.seed}: liveness" in out and spec.command() in out
