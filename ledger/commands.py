@@ -111,9 +111,16 @@ def reindex(
 
 def verify_proof(
     proof: Annotated[
-        Path, typer.Argument(help="A tx proof as JSON (GET /api/v1/txs/{hash}/proof), or - .")
+        str,
+        typer.Argument(
+            help="A tx proof as JSON (a file, or - for stdin); with --node, the tx hash to ask for."
+        ),
     ],
     genesis: Annotated[Path, typer.Option(help="The chain's genesis.json (the only trust root).")],
+    node: Annotated[
+        str | None,
+        typer.Option(help="Fetch the proof of tx PROOF from this node (trusted for nothing)."),
+    ] = None,
 ) -> None:
     """Check a tx inclusion proof with nothing but the genesis: the tx and its signature, the
     Merkle path to the block header, and a quorum of validator signatures on that header.
@@ -126,15 +133,20 @@ def verify_proof(
     from ledger.genesis import Genesis
     from ledger.lightclient import verify_tx_proof
 
-    try:
-        text = sys.stdin.read() if str(proof) == "-" else proof.read_text()
-    except OSError as exc:
-        raise _fail(f"cannot read {proof}: {exc.strerror}") from exc
+    if node is not None:
+        text = _fetch_proof(node, proof)
+    else:
+        try:
+            text = sys.stdin.read() if proof == "-" else Path(proof).read_text()
+        except OSError as exc:
+            raise _fail(f"cannot read {proof}: {exc.strerror}") from exc
     try:
         trusted = Genesis.load(genesis)
         checked = verify_tx_proof(parse_json(text), trusted)
     except LedgerError as exc:
         raise _fail(str(exc)) from exc
+    if node is not None and checked.tx.hash != proof:
+        raise _fail(f"{node} answered with a proof of tx {checked.tx.hash}, not {proof}")
     signers = len(checked.certificate.signatures)
     typer.echo(
         f"OK: tx {checked.tx.hash} ({checked.tx.type} from {checked.tx.sender[:16]}…, nonce "
@@ -142,3 +154,19 @@ def verify_proof(
         f"({checked.header.hash[:16]}…), committed by {signers} of "
         f"{len(trusted.validator_addresses)} validators"
     )
+
+
+def _fetch_proof(node: str, tx_hash: str) -> str:
+    """The proof JSON a node answers for `tx_hash` (checked afterwards like any other)."""
+    import httpx
+
+    if len(tx_hash) != 64 or any(c not in "0123456789abcdef" for c in tx_hash):
+        raise _fail(f"{tx_hash!r} is not a tx hash (64 lowercase hex characters)")
+    url = f"{node.rstrip('/')}/api/v1/txs/{tx_hash}/proof"
+    try:
+        response = httpx.get(url, timeout=10)
+    except httpx.HTTPError as exc:
+        raise _fail(f"cannot reach {node}: {exc}") from exc
+    if response.status_code != 200:
+        raise _fail(f"{url}: HTTP {response.status_code}: {response.text[:300]}")
+    return response.text

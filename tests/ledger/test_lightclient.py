@@ -121,3 +121,49 @@ def test_the_verify_proof_command_says_ok_or_names_the_broken_link(tmp_path: Pat
         app, ["verify-proof", str(tmp_path / "none.json"), "--genesis", str(genesis)]
     )
     assert outcome.exit_code == 1 and "cannot read" in outcome.output
+
+
+def test_verify_proof_fetches_from_a_node_it_does_not_trust(tmp_path: Path) -> None:
+    """`--node URL TX`: the proof comes from any node and is checked like a file; a node that
+    answers with a valid proof of another tx, a 404 or nothing at all is refused."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    c, hashes = _chain_with_blocks_of(tmp_path, [3])
+    genesis = tmp_path / "genesis.json"
+    genesis.write_text(json.dumps(c.genesis.to_dict()))
+    lying_for = hashes[0]  # asked for this one, the node answers another tx's (valid) proof
+
+    class Node(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            asked = self.path.split("/")[-2]
+            known = asked in hashes
+            served = hashes[1] if asked == lying_for else asked
+            body = json.dumps(_proof(c, served)).encode() if known else b'{"detail":"no"}'
+            self.send_response(200 if known else 404)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Node)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    run = CliRunner().invoke
+    try:
+        args = ["verify-proof", "--genesis", str(genesis), "--node", url]
+        outcome = run(app, [*args, hashes[2]])
+        assert outcome.exit_code == 0 and f"OK: tx {hashes[2]}" in outcome.output, outcome.output
+        outcome = run(app, [*args, lying_for])
+        assert outcome.exit_code == 1 and "a proof of tx" in outcome.output
+        outcome = run(app, [*args, "cd" * 32])
+        assert outcome.exit_code == 1 and "HTTP 404" in outcome.output
+        outcome = run(app, [*args, "not-a-hash"])
+        assert outcome.exit_code == 1 and "is not a tx hash" in outcome.output
+    finally:
+        server.shutdown()
+        server.server_close()
+    outcome = run(app, [*args, hashes[2]])
+    assert outcome.exit_code == 1 and "cannot reach" in outcome.output
