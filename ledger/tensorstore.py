@@ -30,6 +30,7 @@ import re
 import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 from ledger.errors import TensorError
@@ -188,6 +189,44 @@ class TensorStore:
         if len(blob) > PACK_MAX_BYTES and self.has(tensor_hash):
             return False
         return self._write(_check_hash(tensor_hash), blob)
+
+    def put_verified_many(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """`put_verified` for several tensors, the pack-sized ones in one SQLite transaction
+        (one commit instead of one per tensor: ~7 of the ~24 µs an insert cost); a new-or-not
+        answer per item, in order (a hash twice in `items`: new the first time only)."""
+        created: list[bool | None] = [None] * len(items)
+        packed: list[int] = []
+        for i, (tensor_hash, blob) in enumerate(items):
+            if tensor_hash in self._known:
+                created[i] = False
+            elif len(blob) > PACK_MAX_BYTES:
+                created[i] = self.put_verified(tensor_hash, blob)
+            else:
+                _check_hash(tensor_hash)
+                packed.append(i)
+        if packed:
+            with self._lock:
+                self._db.execute("BEGIN")
+                try:
+                    for i in packed:
+                        tensor_hash, blob = items[i]
+                        created[i] = (
+                            self._db.execute(
+                                "INSERT OR IGNORE INTO tensors (hash, blob) VALUES (?, ?)",
+                                (tensor_hash, blob),
+                            ).rowcount
+                            == 1
+                        )
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                for i in packed:
+                    if created[i]:
+                        self._keep(*items[i])
+            for i in packed:
+                self._remember(items[i][0])
+        return [bool(c) for c in created]
 
     def get_bytes(self, tensor_hash: str) -> bytes:
         """The wire-format bytes, verified against the hash (raises MissingTensor if absent)."""

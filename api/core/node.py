@@ -851,6 +851,28 @@ class Node:
         )
         return tensor, self.tensors.put_verified(tensor.hash, blob)
 
+    def put_tensors(
+        self, blobs: Sequence[bytes], name: Callable[[int], str]
+    ) -> list[tuple[Tensor, bool]]:
+        """Parse and store several wire tensors, in one store transaction: (tensor, new) each.
+
+        A blob that does not parse raises TensorError, `name(i)` saying which, once the ones
+        before it are stored (content addressing makes a partial batch harmless)."""
+        limit = self.genesis.params.max_tensor_elements
+        parsed: list[tuple[Tensor, bytes]] = []
+        failure: TensorError | None = None
+        for i, blob in enumerate(blobs):
+            try:
+                parsed.append((Tensor.from_bytes(blob, max_elements=limit), blob))
+            except TensorError as exc:
+                failure = TensorError(f"{name(i)}: {exc}")
+                failure.__cause__ = exc
+                break
+        created = self.tensors.put_verified_many([(t.hash, blob) for t, blob in parsed])
+        if failure is not None:
+            raise failure
+        return [(t, new) for (t, _), new in zip(parsed, created, strict=True)]
+
     def tensor_bytes(self, tensor_hash: str) -> bytes | None:
         try:
             return self.tensors.get_bytes(tensor_hash)

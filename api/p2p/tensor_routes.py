@@ -10,7 +10,6 @@ from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
 from api.p2p.tensorpush import BATCH_BYTES, LENGTH, decode_tensor_batch
 from api.p2p.transport import FROM_HEADER, SIG_HEADER, check_batch_signature
-from ledger.errors import TensorError
 
 router = APIRouter(prefix="/p2p", tags=["p2p"])
 
@@ -46,14 +45,8 @@ async def receive_tensors(request: Request, node: NodeDep) -> TensorPushOut:
         raise HTTPException(401, "tensor push signature is not the sender's")
     if node.peers.isolated:
         raise HTTPException(503, "this node is partitioned away (test admin switch)")
-    stored = 0
     blobs = decode_tensor_batch(body)
-    for i, blob in enumerate(blobs):
-        try:
-            _, created = node.put_tensor(blob, None)
-        except TensorError as exc:
-            raise TensorError(f"pushed tensor {i}: {exc}") from exc
-        stored += created
+    stored = sum(new for _, new in node.put_tensors(blobs, lambda i: f"pushed tensor {i}"))
     if stored:
         node.metrics.tensors_fetched.inc(stored)
     return TensorPushOut(stored=stored, received=len(blobs))

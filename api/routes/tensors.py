@@ -17,6 +17,7 @@ from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
 from api.p2p.tensorpush import LENGTH, decode_tensor_batch
 from ledger.errors import TensorError
+from ledger.tensor import Tensor
 
 router = APIRouter(prefix="/tensors", tags=["tensors"])
 
@@ -57,6 +58,11 @@ def _store(node: NodeDep, blob: bytes, expected: str | None) -> TensorOut:
     """Verify and store one uploaded tensor; a new one is pushed on to the other validators at
     once (replicated now, not when a block first names it)."""
     tensor, created = node.put_tensor(blob, expected)
+    return _answer(node, tensor, len(blob), created)
+
+
+def _answer(node: NodeDep, tensor: Tensor, size: int, created: bool) -> TensorOut:
+    """What an upload answers for a stored tensor; a new one is pushed on at once."""
     if created:
         node.tensor_pusher.push(tensor.hash)
     return TensorOut(
@@ -64,7 +70,7 @@ def _store(node: NodeDep, blob: bytes, expected: str | None) -> TensorOut:
         dtype=tensor.dtype_code,
         shape=list(tensor.shape),
         frac_bits=tensor.frac_bits,
-        bytes=len(blob),
+        bytes=size,
         created=created,
     )
 
@@ -119,13 +125,13 @@ async def put_tensors(request: Request, node: NodeDep) -> TensorBatchOut:
     blobs = decode_tensor_batch(body)
     if not 1 <= len(blobs) <= MAX_BATCH_TENSORS:
         raise HTTPException(422, f"send 1 to {MAX_BATCH_TENSORS} tensors, not {len(blobs)}")
-    out: list[TensorOut] = []
-    for i, blob in enumerate(blobs):
-        try:
-            out.append(_store(node, blob, None))
-        except TensorError as exc:
-            raise TensorError(f"tensor {i} of the batch: {exc}") from exc
-    return TensorBatchOut(tensors=out)
+    stored = node.put_tensors(blobs, lambda i: f"tensor {i} of the batch")
+    return TensorBatchOut(
+        tensors=[
+            _answer(node, tensor, len(blob), created)
+            for (tensor, created), blob in zip(stored, blobs, strict=False)
+        ]
+    )
 
 
 @router.get(

@@ -163,3 +163,24 @@ def test_recent_tensors_are_forwarded_from_memory_within_a_byte_budget(
     assert store.get_unverified_bytes(tensors[1].hash) != tensors[1].to_bytes()
     assert store.get_unverified_bytes(tensors[2].hash) == tensors[2].to_bytes()
     assert store.get_unverified_bytes(tensors[0].hash) != tensors[0].to_bytes()
+
+
+def test_a_batch_is_stored_in_one_transaction_with_a_new_or_not_answer_each(
+    tmp_path: Path,
+) -> None:
+    store = TensorStore(tmp_path)
+    held, fresh, big = (
+        _tensor(1),
+        _tensor(2),
+        Tensor(np.zeros(PACK_MAX_BYTES // 8 + 8, np.int64), 0),
+    )
+    store.put(held)
+    items = [(t.hash, t.to_bytes()) for t in (fresh, held, fresh, big)]
+    assert store.put_verified_many(items) == [True, False, False, True]
+    assert store.put_verified_many(items) == [False, False, False, False]
+    for t in (held, fresh, big):
+        assert store.get(t.hash) == t
+    reopened = TensorStore(tmp_path)  # committed, not just cached
+    assert reopened.put_verified_many([(fresh.hash, fresh.to_bytes())]) == [False]
+    with pytest.raises(TensorError, match="64 lowercase hex"):
+        store.put_verified_many([("nothex", b"x")])
