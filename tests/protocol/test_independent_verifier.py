@@ -653,7 +653,10 @@ def test_accepts_a_ledger_committed_by_a_real_node(tmp_path: Path) -> None:
             r = client.post("/api/v1/txs", json={**wire, "signature": tx.signature})
             assert r.status_code == 202, r.text
         deadline = time.monotonic() + 30
-        while client.get(f"/api/v1/txs/{txs[1].hash}").status_code != 200:
+        # 200 comes for a pending tx too: wait until both are in a block.
+        while any(
+            client.get(f"/api/v1/txs/{tx.hash}").json().get("status") != "committed" for tx in txs
+        ):
             assert time.monotonic() < deadline, "the node did not commit the txs"
             time.sleep(0.1)
     report = iv.verify_sqlite(str(db))
