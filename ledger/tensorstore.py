@@ -179,54 +179,59 @@ class TensorStore:
     def put_verified(self, tensor_hash: str, blob: bytes) -> bool:
         """Store `blob`, which the caller parsed and found to hash to `tensor_hash` (its wire
         bytes, so they need not be serialised again); True when it was not stored before.
-
-        A pack-sized tensor goes straight to `INSERT OR IGNORE`, whose row count says whether it
-        was new: one statement instead of `has`'s lookup, file check and then the insert (a
-        validator stores every output once per miner upload and per push). A copy already held
-        as a file by an older version then also lands in the pack, same bytes: harmless."""
-        if tensor_hash in self._known:
-            return False
-        if len(blob) > PACK_MAX_BYTES and self.has(tensor_hash):
-            return False
-        return self._write(_check_hash(tensor_hash), blob)
+        One tensor of `put_verified_many`."""
+        return self.put_verified_many([(tensor_hash, blob)])[0]
 
     def put_verified_many(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
-        """`put_verified` for several tensors, the pack-sized ones in one SQLite transaction
-        (one commit instead of one per tensor: ~7 of the ~24 µs an insert cost); a new-or-not
-        answer per item, in order (a hash twice in `items`: new the first time only)."""
-        created: list[bool | None] = [None] * len(items)
+        """`put_verified` for several tensors; a new-or-not answer per item, in order (a hash
+        twice in `items`: new the first time only).
+
+        Pack-sized tensors go straight to `INSERT OR IGNORE`, whose row count says whether each
+        was new: one statement instead of `has`'s lookup, file check and then the insert (a
+        validator stores every output once per miner upload and per push), all of a batch in
+        one transaction (one commit instead of one per tensor: ~7 of the ~24 µs an insert
+        cost). A copy already held as a file by an older version then also lands in the pack,
+        same bytes: harmless."""
+        created: list[bool] = [False] * len(items)
         packed: list[int] = []
         for i, (tensor_hash, blob) in enumerate(items):
             if tensor_hash in self._known:
-                created[i] = False
-            elif len(blob) > PACK_MAX_BYTES:
-                created[i] = self.put_verified(tensor_hash, blob)
+                continue
+            if len(blob) > PACK_MAX_BYTES:
+                if not self.has(tensor_hash):
+                    created[i] = self._write(_check_hash(tensor_hash), blob)
             else:
                 _check_hash(tensor_hash)
                 packed.append(i)
         if packed:
-            with self._lock:
-                self._db.execute("BEGIN")
-                try:
-                    for i in packed:
-                        tensor_hash, blob = items[i]
-                        created[i] = (
-                            self._db.execute(
-                                "INSERT OR IGNORE INTO tensors (hash, blob) VALUES (?, ?)",
-                                (tensor_hash, blob),
-                            ).rowcount
-                            == 1
-                        )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                for i in packed:
-                    if created[i]:
-                        self._keep(*items[i])
-            for i in packed:
-                self._remember(items[i][0])
-        return [bool(c) for c in created]
+            new = self._insert_packed([items[i] for i in packed])
+            for i, was_new in zip(packed, new, strict=True):
+                created[i] = was_new
+        return created
+
+    def _insert_packed(self, items: Sequence[tuple[str, bytes]]) -> list[bool]:
+        """INSERT OR IGNORE each (hash, wire bytes) into the pack in one transaction; whether
+        each was new. New ones are also kept in memory (`_recent`) and remembered (`_known`)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                created = [
+                    self._db.execute(
+                        "INSERT OR IGNORE INTO tensors (hash, blob) VALUES (?, ?)", item
+                    ).rowcount
+                    == 1
+                    for item in items
+                ]
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            for item, new in zip(items, created, strict=True):
+                if new:
+                    self._keep(*item)
+        for tensor_hash, _ in items:
+            self._remember(tensor_hash)
+        return created
 
     def get_bytes(self, tensor_hash: str) -> bytes:
         """The wire-format bytes, verified against the hash (raises MissingTensor if absent)."""
@@ -286,14 +291,7 @@ class TensorStore:
     def _write(self, tensor_hash: str, blob: bytes) -> bool:
         """Store `blob`; False when the pack already held it (a file is always written)."""
         if len(blob) <= PACK_MAX_BYTES:
-            with self._lock:
-                inserted = self._db.execute(
-                    "INSERT OR IGNORE INTO tensors (hash, blob) VALUES (?, ?)", (tensor_hash, blob)
-                ).rowcount
-                if inserted == 1:
-                    self._keep(tensor_hash, blob)
-            self._remember(tensor_hash)
-            return inserted == 1
+            return self._insert_packed([(tensor_hash, blob)])[0]
         final = self._file(tensor_hash)
         if tensor_hash[:2] not in self._dirs:
             os.makedirs(os.path.dirname(final), exist_ok=True)
