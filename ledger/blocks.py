@@ -10,20 +10,18 @@ consensus adapter, `layerchain verify` and the explorer all call them, none re-i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from ledger.certificate import CommitCertificate, verify_certificate
-from ledger.encoding import digest
+from ledger.encoding import HEX64, digest
 from ledger.errors import InvalidBlock, InvalidTransaction, LedgerError
 from ledger.genesis import Genesis
 from ledger.merkle import merkle_root
 from ledger.transactions import Tx, check_tx
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 HEADER_FIELDS = (
     "chain_id",
     "height",
@@ -82,7 +80,7 @@ class BlockHeader:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidBlock(f"header {name} must be a non-negative integer")
         for name in ("prev_hash", "proposer", "tx_root", "app_hash"):
-            if not isinstance(raw[name], str) or not _HEX64.match(raw[name]):
+            if not isinstance(raw[name], str) or not HEX64.match(raw[name]):
                 raise InvalidBlock(f"header {name} must be 64 lowercase hex characters")
         if not isinstance(raw["chain_id"], str):
             raise InvalidBlock("header chain_id must be a string")

@@ -160,7 +160,9 @@ def _fetch_proof(node: str, tx_hash: str) -> str:
     """The proof JSON a node answers for `tx_hash` (checked afterwards like any other)."""
     import httpx
 
-    if len(tx_hash) != 64 or any(c not in "0123456789abcdef" for c in tx_hash):
+    from ledger.encoding import HEX64
+
+    if not HEX64.match(tx_hash):
         raise _fail(f"{tx_hash!r} is not a tx hash (64 lowercase hex characters)")
     url = f"{node.rstrip('/')}/api/v1/txs/{tx_hash}/proof"
     try:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from ledger.errors import EncodingError
+
+HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
+"""64 lowercase hex characters: the form of every hash, tx id, job id and address."""
 
 #: Prefix of every signed message: layerchain signatures never verify as anything else.
 SIGNING_DOMAIN = "layerchain/v1"

@@ -20,12 +20,12 @@ file checks everything.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from ledger.blocks import BlockHeader, validate_certificate
 from ledger.certificate import CommitCertificate
+from ledger.encoding import HEX64
 from ledger.errors import InvalidBlock, InvalidTransaction, LedgerError
 from ledger.genesis import Genesis
 from ledger.merkle import merkle_proof, verify_proof
@@ -33,7 +33,6 @@ from ledger.store import Store
 from ledger.transactions import Tx, check_tx
 
 _PROOF_KEYS = {"tx", "height", "index", "header", "merkle_path", "certificate"}
-_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class ProofError(LedgerError):
@@ -78,7 +77,7 @@ class TxProof:
             and set(s) == {"side", "hash"}
             and s["side"] in ("L", "R")
             and isinstance(s["hash"], str)
-            and _HEX64.fullmatch(s["hash"]) is not None
+            and HEX64.match(s["hash"]) is not None
             for s in steps
         ):
             raise ProofError('merkle_path must be a list of {"side": "L"|"R", "hash": hex}')

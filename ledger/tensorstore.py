@@ -26,17 +26,15 @@ from __future__ import annotations
 
 import itertools
 import os
-import re
 import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
+from ledger.encoding import HEX64
 from ledger.errors import TensorError
 from ledger.tensor import DEFAULT_MAX_ELEMENTS, Tensor
-
-_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class MissingTensor(TensorError):
@@ -48,7 +46,7 @@ class MissingTensor(TensorError):
 
 
 def _check_hash(tensor_hash: str) -> str:
-    if not isinstance(tensor_hash, str) or not _HEX64.match(tensor_hash):
+    if not isinstance(tensor_hash, str) or not HEX64.match(tensor_hash):
         raise TensorError("a tensor hash is 64 lowercase hex characters")
     return tensor_hash
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from ledger.encoding import SIGNING_DOMAIN, canonical_json, digest, sha256_hex
+from ledger.encoding import HEX64, SIGNING_DOMAIN, canonical_json, digest, sha256_hex
 from ledger.errors import EncodingError, InvalidTransaction
 from ledger.genesis import Params
 from ledger.identity import Keypair, verify_raw
@@ -66,7 +66,6 @@ MAX_BATCH_RESULTS = 64
 MAX_BATCH_JOBS = 64
 """Jobs in one `post_jobs` (also bounded by `max_tx_bytes`)."""
 
-_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 _NAME = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,128}\Z")
 _ENVELOPE_KEYS = {"type", "sender", "nonce", "body"}
 
@@ -88,7 +87,7 @@ def _int(tx_type: str, body: Mapping[str, Any], key: str, lo: int, hi: int) -> i
 
 
 def _hex64(tx_type: str, value: Any, what: str) -> str:
-    if not isinstance(value, str) or not _HEX64.match(value):
+    if not isinstance(value, str) or not HEX64.match(value):
         raise _fail(tx_type, f"{what} must be 64 lowercase hex characters")
     return value
 
@@ -388,7 +387,7 @@ class Tx:
         if tx_type not in _BODY_CHECKS:
             raise InvalidTransaction(f"unknown transaction type {tx_type!r}; known: {TX_TYPES}")
         sender = raw["sender"]
-        if not isinstance(sender, str) or not _HEX64.match(sender):
+        if not isinstance(sender, str) or not HEX64.match(sender):
             raise InvalidTransaction("sender must be an address (64 lowercase hex characters)")
         nonce = raw["nonce"]
         if not isinstance(nonce, int) or isinstance(nonce, bool) or not 0 <= nonce <= MAX_NONCE:
@@ -482,7 +481,7 @@ def commitment(job_id: str, miner: str, outputs: Sequence[str], salt: str) -> st
     Binding the address is what makes a copied commitment useless: revealing against it needs
     the copier's own address inside, which the original does not have.
     """
-    if all(isinstance(v, str) and _HEX64.match(v) for v in (job_id, miner, salt, *outputs)):
+    if all(isinstance(v, str) and HEX64.match(v) for v in (job_id, miner, salt, *outputs)):
         # Hex strings only: the canonical encoding is this fixed text (tests assert equality).
         listed = ",".join(f'"{h}"' for h in outputs)
         text = f'{{"job_id":"{job_id}","miner":"{miner}","outputs":[{listed}],"salt":"{salt}"}}'

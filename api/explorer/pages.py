@@ -23,6 +23,7 @@ from api.explorer.charts import Series, line_chart
 from api.routes import accounts, blocks, feed, jobs, runs, search, stats, txs
 from api.routes import certificates as certificates_route
 from api.routes import verify as verify_route
+from ledger.encoding import HEX64
 from ledger.errors import LedgerError
 from ledger.lightclient import build_tx_proof, verify_tx_proof
 from ledger.merkle import merkle_root
@@ -39,7 +40,6 @@ from ledger.transactions import (
 
 TEMPLATES = Jinja2Templates(directory=str(FsPath(__file__).parent / "templates"))
 T = TypeVar("T")
-HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 router = APIRouter(include_in_schema=False)
 

@@ -23,6 +23,7 @@ from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
 from api.routes.jobs import JobOut, ResultOut, Status, job_out
 from ledger import schema
+from ledger.encoding import HEX64
 from ledger.state import Job
 from ledger.store import Store
 from ledger.transactions import RESULT_TYPES, result_items_of
@@ -64,14 +65,13 @@ class ResultFeed(BaseModel):
 
 
 _HEIGHT = re.compile(r"^[0-9]{1,19}\Z")
-_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def _cursor(raw: str | None, what: str, hex_id: bool) -> tuple[int, Any] | None:
     if raw is None:
         return None
     left, _, right = raw.partition(":")
-    ok = _HEIGHT.match(left) and (_HEX64.match(right) if hex_id else _HEIGHT.match(right))
+    ok = _HEIGHT.match(left) and (HEX64.match(right) if hex_id else _HEIGHT.match(right))
     if not ok:
         raise HTTPException(422, f"before must be '{what}' as given in next_before")
     return int(left), (right if hex_id else int(right))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, Query
@@ -10,10 +9,9 @@ from pydantic import BaseModel
 
 from api.core.errors import ERROR_RESPONSES
 from api.deps import NodeDep
+from ledger.encoding import HEX64
 
 router = APIRouter(prefix="/search", tags=["search"])
-
-_HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 class SearchOut(BaseModel):
@@ -36,7 +34,7 @@ async def search(
         if 1 <= height <= node.chain.height:
             return SearchOut(kind="block", id=str(height), path=f"/api/v1/blocks/{height}")
         raise HTTPException(404, f"no block at height {height}; the head is {node.chain.height}")
-    if not _HEX64.match(q):
+    if not HEX64.match(q):
         raise HTTPException(404, "nothing matches: give a height or a 64-hex hash or address")
     found = store.height_of(q)
     if found is not None:
