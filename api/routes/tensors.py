@@ -129,7 +129,7 @@ async def put_tensors(request: Request, node: NodeDep) -> TensorBatchOut:
     return TensorBatchOut(
         tensors=[
             _answer(node, tensor, len(blob), created)
-            for (tensor, created), blob in zip(stored, blobs, strict=False)
+            for (tensor, created), blob in zip(stored, blobs, strict=True)
         ]
     )
 
