@@ -99,12 +99,12 @@ def build_tx_proof(store: Store, tx_hash: str) -> TxProof | None:
     record = store.get_tx(tx_hash)
     if record is None:
         return None
-    block = store.get_block(record.height)
+    header = store.get_header(record.height)
     certificate = store.get_certificate(record.height)
-    if block is None or certificate is None:
+    if header is None or certificate is None:
         return None
-    path = merkle_proof([tx.hash for tx in block.txs], record.index)
-    return TxProof(record.tx, record.height, record.index, block.header, tuple(path), certificate)
+    path = merkle_proof(store.tx_hashes(record.height), record.index)
+    return TxProof(record.tx, record.height, record.index, header, tuple(path), certificate)
 
 
 def expected_sides(index: int, n_txs: int) -> list[str]:

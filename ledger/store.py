@@ -365,6 +365,18 @@ class Store:
             ).all()
         return Block(_header_from_row(row), tuple(_tx_from_row(r) for r in tx_rows))
 
+    def tx_hashes(self, height: int) -> list[str]:
+        """The hashes of block `height`'s txs in block order, as stored (no tx is parsed: a
+        Merkle proof needs only these)."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(schema.txs.c.hash)
+                    .where(schema.txs.c.height == height)
+                    .order_by(schema.txs.c.idx)
+                ).scalars()
+            )
+
     def get_block_by_hash(self, block_hash: str) -> Block | None:
         height = self.height_of(block_hash)
         return None if height is None else self.get_block(height)
